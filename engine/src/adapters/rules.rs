@@ -1,0 +1,262 @@
+//! Rhai rule scripts in a sandbox (the only user of rhai).
+//!
+//! A rule is a script whose last expression is the decision map
+//! `#{ decision: "approve" | "reject" | "waitlist", reason: "...", lines: [...], priority: 0 }`.
+//! It sees `order`, `stock`, `params` and `now` and nothing else: no file,
+//! network or module access (the `no_module` build has no `import`), `eval` is
+//! disabled, and operations, call depth, expression depth and string, array and
+//! map sizes are capped so a runaway rule fails that order, not the daemon.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rhai::{Dynamic, Engine, Position, Scope, AST};
+use serde_json::Value;
+
+use crate::model::Decision;
+
+/// Sandbox limits for every rule of a config version.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleLimits {
+    pub max_operations: u64,
+    pub max_call_levels: usize,
+    pub max_expr_depth: usize,
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
+}
+
+impl Default for RuleLimits {
+    fn default() -> Self {
+        RuleLimits {
+            max_operations: 500_000,
+            max_call_levels: 32,
+            max_expr_depth: 64,
+            max_string_size: 64 * 1024,
+            max_array_size: 10_000,
+            max_map_size: 10_000,
+        }
+    }
+}
+
+/// A compiled rule script.
+#[derive(Clone)]
+pub struct Rule {
+    pub file: PathBuf,
+    ast: Arc<AST>,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rule").field("file", &self.file).finish()
+    }
+}
+
+/// A script that does not compile, with its 1-based position.
+#[derive(Debug, Clone)]
+pub struct ScriptError {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// Why a rule gave no usable decision; the order goes to `error` with this text.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuleFailure {
+    #[error("rule {file} stopped at line {line}: {message}")]
+    Script { file: String, line: usize, message: String },
+    #[error("rule {file} hit its limit of {limit}: {message}")]
+    Limit { file: String, limit: String, message: String },
+    #[error("rule {file} returned {message}")]
+    BadResult { file: String, message: String },
+}
+
+/// What a rule decided.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RuleOutcome {
+    pub decision: Decision,
+    pub reason: String,
+    /// Quantities to allocate per SKU when the rule approves part of an order.
+    pub lines: Option<Vec<AllocatedLine>>,
+    /// Higher goes first on the waitlist.
+    pub priority: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AllocatedLine {
+    pub sku: String,
+    pub qty: i64,
+}
+
+/// One sandboxed engine per config version; rules compile and run on it.
+pub struct RuleEngine {
+    engine: Engine,
+    limits: RuleLimits,
+}
+
+impl RuleEngine {
+    pub fn new(limits: RuleLimits) -> Self {
+        let mut engine = Engine::new();
+        engine
+            .set_max_operations(limits.max_operations)
+            .set_max_call_levels(limits.max_call_levels)
+            .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth / 2)
+            .set_max_string_size(limits.max_string_size)
+            .set_max_array_size(limits.max_array_size)
+            .set_max_map_size(limits.max_map_size)
+            .set_max_variables(1_000)
+            .set_max_functions(1_000);
+        engine.disable_symbol("eval");
+        engine.on_print(|s| tracing::info!(target: "ordersync::rule", "{s}"));
+        engine.on_debug(|s, src, pos| tracing::debug!(target: "ordersync::rule", source = src.unwrap_or(""), line = pos.line().unwrap_or(0), "{s}"));
+        RuleEngine { engine, limits }
+    }
+
+    pub fn limits(&self) -> RuleLimits {
+        self.limits
+    }
+
+    pub fn compile(&self, file: &Path, source: &str) -> Result<Rule, ScriptError> {
+        let ast = self.engine.compile(source).map_err(|e| {
+            let (line, col) = position(e.position());
+            ScriptError { line, col, message: e.err_type().to_string() }
+        })?;
+        Ok(Rule { file: file.to_path_buf(), ast: Arc::new(ast) })
+    }
+
+    /// Run a rule over its inputs. `input` must be a JSON object; each of its
+    /// keys becomes a variable of the script (`order`, `stock`, `params`, `now`).
+    pub fn decide(&self, rule: &Rule, input: &Value) -> Result<(RuleOutcome, std::time::Duration), RuleFailure> {
+        let started = Instant::now();
+        let file = rule.file.display().to_string();
+        let mut scope = Scope::new();
+        if let Value::Object(map) = input {
+            for (k, v) in map {
+                let d: Dynamic = rhai::serde::to_dynamic(v).map_err(|e| RuleFailure::BadResult { file: file.clone(), message: format!("input `{k}` could not be converted: {e}") })?;
+                scope.push_dynamic(k.as_str(), d);
+            }
+        }
+        let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, &rule.ast).map_err(|e| self.failure(&file, *e))?;
+        let outcome = outcome_from(result).map_err(|message| RuleFailure::BadResult { file, message })?;
+        Ok((outcome, started.elapsed()))
+    }
+
+    fn failure(&self, file: &str, e: rhai::EvalAltResult) -> RuleFailure {
+        use rhai::EvalAltResult as E;
+        let (line, _) = position(e.position());
+        let limit = match &e {
+            E::ErrorTooManyOperations(_) => Some(format!("{} operations", self.limits.max_operations)),
+            E::ErrorStackOverflow(_) => Some(format!("{} nested calls", self.limits.max_call_levels)),
+            E::ErrorDataTooLarge(what, _) => Some(format!("data size ({what})")),
+            E::ErrorTooManyVariables(_) => Some("1000 variables".into()),
+            _ => None,
+        };
+        match limit {
+            Some(limit) => RuleFailure::Limit { file: file.to_string(), limit, message: e.to_string() },
+            None => RuleFailure::Script { file: file.to_string(), line, message: strip_position(&e.to_string()) },
+        }
+    }
+}
+
+fn position(p: Position) -> (usize, usize) {
+    (p.line().unwrap_or(1), p.position().unwrap_or(1))
+}
+
+fn strip_position(s: &str) -> String {
+    match s.rfind(" (line ") {
+        Some(i) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
+
+fn outcome_from(result: Dynamic) -> Result<RuleOutcome, String> {
+    let type_name = result.type_name().to_string();
+    let value: Value = rhai::serde::from_dynamic(&result).map_err(|e| format!("a value that is not data: {e}"))?;
+    let Value::Object(map) = value else {
+        return Err(format!("a {type_name} instead of a map like #{{ decision: \"approve\", reason: \"...\" }}"));
+    };
+    let decision = match map.get("decision") {
+        Some(Value::String(s)) => Decision::parse(s).ok_or_else(|| format!("decision \"{s}\"; expected \"approve\", \"reject\" or \"waitlist\""))?,
+        Some(other) => return Err(format!("decision {other}; expected a string")),
+        None => return Err("a map without `decision`".into()),
+    };
+    let reason = match map.get("reason") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    let priority = match map.get("priority") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v.as_i64().ok_or_else(|| format!("priority {v}; expected an integer"))?,
+    };
+    let lines = match map.get("lines") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|l| {
+                    let sku = l.get("sku").and_then(Value::as_str).ok_or_else(|| format!("a line without a sku: {l}"))?;
+                    let qty = l.get("qty").and_then(Value::as_i64).ok_or_else(|| format!("a line without an integer qty: {l}"))?;
+                    if qty < 0 {
+                        return Err(format!("a negative qty for {sku}"));
+                    }
+                    Ok(AllocatedLine { sku: sku.to_string(), qty })
+                })
+                .collect::<Result<Vec<_>, String>>()?,
+        ),
+        Some(other) => return Err(format!("lines {other}; expected an array")),
+    };
+    Ok(RuleOutcome { decision, reason, lines, priority })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(src: &str, input: Value) -> Result<RuleOutcome, RuleFailure> {
+        let e = RuleEngine::new(RuleLimits { max_operations: 10_000, ..Default::default() });
+        let rule = e.compile(Path::new("r.rhai"), src).unwrap();
+        e.decide(&rule, &input).map(|(o, _)| o)
+    }
+
+    #[test]
+    fn a_rule_sees_its_inputs_and_decides() {
+        let out = run(
+            r#"if stock[order.lines[0].sku].available >= order.lines[0].qty { #{decision: "approve", reason: "in stock"} } else { #{decision: "waitlist", priority: 2} }"#,
+            json!({"order": {"lines": [{"sku": "A", "qty": 2}]}, "stock": {"A": {"available": 1}}}),
+        )
+        .unwrap();
+        assert_eq!(out.decision, Decision::Waitlist);
+        assert_eq!(out.priority, 2);
+    }
+
+    #[test]
+    fn endless_loops_stop_at_the_operation_limit() {
+        let err = run("loop { }", json!({})).unwrap_err();
+        assert!(matches!(err, RuleFailure::Limit { .. }), "{err}");
+    }
+
+    #[test]
+    fn bad_results_and_script_errors_are_explained() {
+        assert!(matches!(run("42", json!({})).unwrap_err(), RuleFailure::BadResult { .. }));
+        assert!(matches!(run(r#"#{decision: "maybe"}"#, json!({})).unwrap_err(), RuleFailure::BadResult { .. }));
+        let err = run("let x = 1;\nx.nothing()", json!({})).unwrap_err();
+        assert!(matches!(err, RuleFailure::Script { line: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn compile_errors_have_positions() {
+        let e = RuleEngine::new(RuleLimits::default());
+        let err = e.compile(Path::new("r.rhai"), "let x = ;").unwrap_err();
+        assert_eq!(err.line, 1);
+        assert!(err.col > 1);
+    }
+
+    #[test]
+    fn eval_is_not_available() {
+        let e = RuleEngine::new(RuleLimits::default());
+        assert!(e.compile(Path::new("r.rhai"), r#"eval("1")"#).is_err());
+    }
+}

@@ -1,0 +1,338 @@
+//! Handlebars request templates (the only user of handlebars).
+//!
+//! Every template in a config set is compiled once into one registry when the
+//! set is loaded; rendering looks a template up by its handle. Strict mode is
+//! on: a template that reads a field the context lacks fails loudly instead of
+//! sending an empty string to a platform. Output is never HTML-escaped (these
+//! are URLs, headers and JSON); the `json` and `urlencode` helpers escape for
+//! those contexts explicitly.
+//!
+//! Two fast paths skip Handlebars entirely: a template without `{{` is a
+//! literal, and a template that is one lone expression (`{{order.number}}`) is
+//! resolved directly, which also lets structured JSON bodies keep the value's
+//! type (a number stays a number).
+
+use std::sync::Arc;
+
+use handlebars::{Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError, RenderErrorReason};
+use serde_json::Value;
+
+/// A compiled template handle. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Template {
+    kind: Kind,
+    source: Arc<str>,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Literal,
+    Lone(Arc<[Segment]>),
+    Registered(Arc<str>),
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// A template that does not compile, with the 1-based line and column inside it.
+#[derive(Debug, Clone)]
+pub struct TemplateError {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// A failure while rendering, e.g. a missing variable in strict mode.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct RenderFailure(pub String);
+
+impl Template {
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// True for a template that is one `{{expression}}` and nothing else.
+    pub fn is_lone_expression(&self) -> bool {
+        matches!(self.kind, Kind::Lone(_))
+    }
+
+    /// The variable paths this template reads (for lints), best effort.
+    pub fn variables(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = &*self.source;
+        while let Some(start) = rest.find("{{") {
+            rest = &rest[start + 2..];
+            let end = rest.find("}}").unwrap_or(rest.len());
+            let expr = rest[..end].trim_start_matches(['{', '#', '/', '~', '^', '!', '>']).trim();
+            for word in expr.split_whitespace() {
+                let word = word.trim_matches(|c| c == '(' || c == ')');
+                let first = word.chars().next().unwrap_or(' ');
+                if (first.is_ascii_alphabetic() || first == '_') && word.contains('.') && !word.contains('=') {
+                    out.push(word.to_string());
+                }
+            }
+            rest = &rest[end..];
+        }
+        out
+    }
+}
+
+/// Collects templates while a config set compiles.
+pub struct TemplateBuilder {
+    hb: Handlebars<'static>,
+    next: usize,
+}
+
+impl Default for TemplateBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TemplateBuilder {
+    pub fn new() -> Self {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(handlebars::no_escape);
+        hb.register_helper("json", Box::new(json_helper));
+        hb.register_helper("urlencode", Box::new(urlencode_helper));
+        hb.register_helper("default", Box::new(default_helper));
+        hb.register_helper("join", Box::new(join_helper));
+        TemplateBuilder { hb, next: 0 }
+    }
+
+    pub fn add(&mut self, source: &str) -> Result<Template, TemplateError> {
+        let kind = if !source.contains("{{") {
+            Kind::Literal
+        } else if let Some(segments) = lone_expression(source) {
+            // Compile anyway so syntax errors surface the same way.
+            self.register(source)?;
+            Kind::Lone(segments.into())
+        } else {
+            Kind::Registered(self.register(source)?)
+        };
+        Ok(Template { kind, source: source.into() })
+    }
+
+    fn register(&mut self, source: &str) -> Result<Arc<str>, TemplateError> {
+        self.next += 1;
+        let name: Arc<str> = format!("t{}", self.next).into();
+        self.hb.register_template_string(&name, source).map_err(|e| {
+            let (line, col) = e.pos().unwrap_or((1, 1));
+            TemplateError { line, col, message: format!("invalid template: {}", e.reason()) }
+        })?;
+        Ok(name)
+    }
+
+    pub fn finish(self) -> Templates {
+        Templates { hb: self.hb }
+    }
+}
+
+/// The compiled templates of one config version.
+pub struct Templates {
+    hb: Handlebars<'static>,
+}
+
+impl Templates {
+    /// Render to text.
+    pub fn render(&self, t: &Template, ctx: &Value) -> Result<String, RenderFailure> {
+        match &t.kind {
+            Kind::Literal => Ok(t.source.to_string()),
+            Kind::Lone(segs) => Ok(match resolve(segs, ctx, &t.source)? {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            }),
+            Kind::Registered(name) => self.hb.render(name, ctx).map_err(|e| RenderFailure(describe(&e, &t.source))),
+        }
+    }
+
+    /// Render keeping the JSON type of a lone expression; other templates give a string.
+    pub fn render_value(&self, t: &Template, ctx: &Value) -> Result<Value, RenderFailure> {
+        match &t.kind {
+            Kind::Lone(segs) => resolve(segs, ctx, &t.source).cloned(),
+            _ => self.render(t, ctx).map(Value::String),
+        }
+    }
+}
+
+fn describe(e: &RenderError, source: &str) -> String {
+    match e.reason() {
+        RenderErrorReason::MissingVariable(Some(path)) => format!("template `{}` reads `{path}`, which is missing", short(source)),
+        RenderErrorReason::MissingVariable(None) => format!("template `{}` reads a missing value", short(source)),
+        other => format!("template `{}` failed: {other}", short(source)),
+    }
+}
+
+fn short(s: &str) -> String {
+    let s = s.trim();
+    if s.chars().count() > 60 { format!("{}…", s.chars().take(60).collect::<String>()) } else { s.to_string() }
+}
+
+/// `{{ a.b.[0].c }}` alone → its path segments.
+fn lone_expression(source: &str) -> Option<Vec<Segment>> {
+    let inner = source.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    if inner.is_empty() || inner.contains(['{', '}', ' ', '(', '"', '\'', '#', '/', '!', '>', '^', '~', '@', '=']) {
+        return None;
+    }
+    inner
+        .split('.')
+        .map(|part| {
+            let part = part.trim_start_matches('[').trim_end_matches(']');
+            if part.is_empty() || part == "this" {
+                None
+            } else if let Ok(i) = part.parse::<usize>() {
+                Some(Segment::Index(i))
+            } else {
+                Some(Segment::Key(part.to_string()))
+            }
+        })
+        .collect()
+}
+
+fn resolve<'a>(segs: &[Segment], ctx: &'a Value, source: &str) -> Result<&'a Value, RenderFailure> {
+    let mut cur = ctx;
+    for (i, seg) in segs.iter().enumerate() {
+        let next = match (seg, cur) {
+            (Segment::Key(k), Value::Object(m)) => m.get(k),
+            (Segment::Index(n), Value::Array(a)) => a.get(*n),
+            (Segment::Key(k), Value::Array(a)) => k.parse::<usize>().ok().and_then(|n| a.get(n)),
+            _ => None,
+        };
+        cur = next.ok_or_else(|| {
+            let path: Vec<String> = segs[..=i]
+                .iter()
+                .map(|s| match s {
+                    Segment::Key(k) => k.clone(),
+                    Segment::Index(n) => n.to_string(),
+                })
+                .collect();
+            RenderFailure(format!("template `{}` reads `{}`, which is missing", short(source), path.join(".")))
+        })?;
+    }
+    Ok(cur)
+}
+
+fn param_value<'a>(h: &'a Helper, idx: usize, r: &Handlebars) -> Result<&'a Value, RenderError> {
+    let p = h.param(idx).ok_or(RenderErrorReason::ParamNotFoundForIndex("helper", idx))?;
+    if r.strict_mode() && p.is_value_missing() {
+        return Err(RenderErrorReason::MissingVariable(p.relative_path().cloned()).into());
+    }
+    Ok(p.value())
+}
+
+/// `{{json value}}`: the value as JSON text (strings quoted and escaped).
+fn json_helper(h: &Helper, r: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
+    let v = param_value(h, 0, r)?;
+    out.write(&v.to_string())?;
+    Ok(())
+}
+
+/// `{{urlencode value}}`: percent-encoded for a path segment or query value.
+fn urlencode_helper(h: &Helper, r: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
+    let v = param_value(h, 0, r)?;
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    out.write(&percent_encode(&s))?;
+    Ok(())
+}
+
+/// `{{default value "fallback"}}`: the value, or the fallback when it is missing or null.
+fn default_helper(h: &Helper, _: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
+    let first = h.param(0).filter(|p| !p.is_value_missing() && !p.value().is_null()).map(|p| p.value());
+    let v = match first {
+        Some(v) => v,
+        None => h.param(1).map(|p| p.value()).ok_or(RenderErrorReason::ParamNotFoundForIndex("default", 1))?,
+    };
+    match v {
+        Value::String(s) => out.write(s)?,
+        other => out.write(&other.to_string())?,
+    }
+    Ok(())
+}
+
+/// `{{join list ","}}`: array items joined by a separator.
+fn join_helper(h: &Helper, r: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
+    let v = param_value(h, 0, r)?;
+    let sep = h.param(1).and_then(|p| p.value().as_str()).unwrap_or(",");
+    let items: Vec<String> = match v {
+        Value::Array(a) => a
+            .iter()
+            .map(|x| match x {
+                Value::String(s) => s.clone(),
+                o => o.to_string(),
+            })
+            .collect(),
+        Value::String(s) => vec![s.clone()],
+        _ => Vec::new(),
+    };
+    out.write(&items.join(sep))?;
+    Ok(())
+}
+
+/// RFC 3986 unreserved characters pass; everything else is %XX-encoded.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn strict_mode_rejects_missing_variables() {
+        let mut b = TemplateBuilder::new();
+        let t = b.add("/orders/{{order.id}}/x{{order.nope}}").unwrap();
+        let ts = b.finish();
+        let err = ts.render(&t, &json!({"order": {"id": 1}})).unwrap_err();
+        assert!(err.0.contains("order.nope"), "{}", err.0);
+    }
+
+    #[test]
+    fn lone_expressions_keep_their_type() {
+        let mut b = TemplateBuilder::new();
+        let t = b.add("{{ order.lines.[0].qty }}").unwrap();
+        let lit = b.add("plain").unwrap();
+        let ts = b.finish();
+        let ctx = json!({"order": {"lines": [{"qty": 2}]}});
+        assert_eq!(ts.render_value(&t, &ctx).unwrap(), json!(2));
+        assert_eq!(ts.render(&lit, &ctx).unwrap(), "plain");
+        assert!(ts.render_value(&t, &json!({"order": {"lines": []}})).is_err());
+    }
+
+    #[test]
+    fn helpers_escape_for_their_context() {
+        let mut b = TemplateBuilder::new();
+        let j = b.add("{\"q\": {{json sku}}}").unwrap();
+        let u = b.add("/p/{{urlencode sku}}").unwrap();
+        let d = b.add("{{default note \"none\"}}").unwrap();
+        let ts = b.finish();
+        let ctx = json!({"sku": "A \"B\"/C"});
+        assert_eq!(ts.render(&j, &ctx).unwrap(), r#"{"q": "A \"B\"/C"}"#);
+        assert_eq!(ts.render(&u, &ctx).unwrap(), "/p/A%20%22B%22%2FC");
+        assert_eq!(ts.render(&d, &ctx).unwrap(), "none");
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let mut b = TemplateBuilder::new();
+        let e = b.add("ok\n{{#if x}}unclosed").unwrap_err();
+        assert!(e.line >= 1 && e.message.contains("invalid template"), "{e:?}");
+    }
+}

@@ -1,0 +1,391 @@
+//! Serde structs that mirror the config files one to one.
+//!
+//! Nothing here is validated beyond its shape; `compile.rs` turns these into
+//! the ready-to-run set. Every struct rejects unknown keys so a typo is an
+//! error with a suggestion, never a silently ignored setting.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+// ---------------------------------------------------------------- connectors
+
+/// `connectors.d/<name>.yaml`: how to talk to one platform's API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorFile {
+    /// The connector's name, referenced by connections.
+    pub connector: String,
+    #[serde(default)]
+    pub description: String,
+    /// Template for the API's base URL over the connection's `values`.
+    pub base_url: String,
+    /// Account-specific values a connection provides, with defaults.
+    #[serde(default)]
+    pub values: BTreeMap<String, ValueDecl>,
+    /// Names of the secrets a connection must provide.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretDecl>,
+    #[serde(default)]
+    pub auth: AuthRaw,
+    /// How the platform signs and identifies webhook deliveries.
+    pub webhook: Option<WebhookRaw>,
+    #[serde(default)]
+    pub defaults: RequestDefaultsRaw,
+    /// How failures show in response bodies that arrive with a 2xx status.
+    #[serde(default)]
+    pub errors: ErrorsRaw,
+    /// What the platform's reported stock quantities mean.
+    #[serde(default)]
+    pub stock: StockSemanticsRaw,
+    /// Named requests that workflows call.
+    pub requests: BTreeMap<String, RequestRaw>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueDecl {
+    #[serde(default)]
+    pub description: String,
+    /// Used when the connection does not set the value; without one the value is required.
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretDecl {
+    #[serde(default)]
+    pub description: String,
+    /// A connection may leave an optional secret out.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// How every request authenticates.
+#[derive(Debug, Default, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthRaw {
+    #[default]
+    None,
+    /// A secret sent in a header, optionally behind a prefix (`Bearer `).
+    Header {
+        header: String,
+        secret: String,
+        #[serde(default)]
+        prefix: String,
+    },
+    /// `Authorization: Bearer <secret>`.
+    Bearer { secret: String },
+    /// HTTP basic auth; `username` and `password` name secrets.
+    Basic { username: String, password: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRaw {
+    pub signature: Option<SignatureRaw>,
+    /// Headers that identify a delivery; a repeat of any of them is a duplicate.
+    #[serde(default)]
+    pub delivery_id_headers: Vec<String>,
+    /// Header naming the event type (e.g. `X-Shopify-Topic`).
+    pub event_header: Option<String>,
+    /// Largest accepted body; larger deliveries get 413.
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureRaw {
+    /// Header carrying the signature.
+    pub header: String,
+    pub algorithm: SignatureAlgorithm,
+    pub encoding: SignatureEncoding,
+    /// Name of the connection secret used as the HMAC key.
+    pub secret: String,
+    /// Text before the signature in the header (e.g. `sha256=`).
+    #[serde(default)]
+    pub prefix: String,
+    /// What bytes are signed.
+    #[serde(default)]
+    pub signed: SignedBytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureAlgorithm {
+    HmacSha256,
+    HmacSha1,
+    HmacSha512,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncoding {
+    Base64,
+    Hex,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignedBytes {
+    /// The raw request body.
+    #[default]
+    Body,
+    /// The public notification URL followed by the raw body (Square).
+    UrlAndBody,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestDefaultsRaw {
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsRaw {
+    /// JSONPath to error messages; any match marks the response as failed.
+    pub message: Option<String>,
+    /// JSONPath whose match means "throttled, retry later" even with a 200.
+    pub throttled: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockSemanticsRaw {
+    /// `true` when the platform's reported quantity already excludes its own
+    /// open orders (it lowers stock as soon as an order is placed).
+    #[serde(default)]
+    pub reported_excludes_open_orders: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestRaw {
+    #[serde(default)]
+    pub description: String,
+    pub method: HttpMethod,
+    /// Path template, appended to the base URL.
+    pub path: String,
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A JSON body as YAML; each string is a template, and a string that is a
+    /// single `{{expression}}` keeps the type of its value.
+    pub json: Option<Value>,
+    /// A text body template (use the `json` helper to escape values).
+    pub body: Option<String>,
+    /// Content type of a text `body`.
+    pub content_type: Option<String>,
+    /// A form-encoded body; each value is a template.
+    pub form: Option<BTreeMap<String, String>>,
+    /// Values to pull out of the response, by name.
+    #[serde(default)]
+    pub extract: BTreeMap<String, ExtractRaw>,
+    /// JSONPath to errors reported inside a 2xx response (e.g. GraphQL `userErrors`).
+    pub user_errors: Option<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// A value pulled from a JSON document: a JSONPath string (first match), or a spec.
+#[derive(Debug, Clone)]
+pub enum ExtractRaw {
+    Path(String),
+    Spec(ExtractSpecRaw),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractSpecRaw {
+    /// JSONPath of the value(s).
+    pub path: Option<String>,
+    /// Collect every match into an array.
+    #[serde(default)]
+    pub all: bool,
+    /// Add up every numeric match.
+    #[serde(default)]
+    pub sum: bool,
+    /// JSONPath of items; each item becomes an object built from `fields`.
+    pub each: Option<String>,
+    pub fields: Option<BTreeMap<String, ExtractRaw>>,
+    /// Used when nothing matches.
+    pub default: Option<Value>,
+    /// Fail when nothing matches (and there is no default).
+    #[serde(default)]
+    pub required: bool,
+}
+
+impl<'de> Deserialize<'de> for ExtractRaw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ExtractRaw;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSONPath string or a map with `path`, `all`, `sum`, `each`, `fields`, `default`, `required`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ExtractRaw, E> {
+                Ok(ExtractRaw::Path(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ExtractRaw, A::Error> {
+                ExtractSpecRaw::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ExtractRaw::Spec)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ----------------------------------------------------------------- workflows
+
+/// `workflows/<name>.yaml`: what to do with one platform's orders.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowFile {
+    /// The workflow's name; webhooks arrive at `/hooks/<name>`.
+    pub workflow: String,
+    #[serde(default)]
+    pub description: String,
+    /// The connection (from the instance config) this workflow talks to.
+    pub connection: String,
+    pub trigger: TriggerRaw,
+    /// How the platform payload maps to the canonical order.
+    pub order: OrderMappingRaw,
+    /// How to look up stock for each SKU of the order.
+    pub stock: StockLookupRaw,
+    /// Path of the rule script, relative to the workflows directory.
+    pub rule: String,
+    /// Values handed to the rule as `params` and to templates as `params`.
+    #[serde(default)]
+    pub params: BTreeMap<String, Value>,
+    /// Write-back steps for each decision.
+    #[serde(default)]
+    pub on: DecisionStepsRaw,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRaw {
+    /// Orders arrive as signed webhooks at `/hooks/<workflow>`.
+    pub webhook: Option<WebhookTriggerRaw>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTriggerRaw {
+    /// Accepted values of the connector's event header; others are acknowledged and ignored.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderMappingRaw {
+    pub external_id: String,
+    pub number: Option<String>,
+    #[serde(default)]
+    pub customer: CustomerMappingRaw,
+    pub lines: LinesMappingRaw,
+    pub received_at: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerMappingRaw {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinesMappingRaw {
+    /// JSONPath of the line items in the payload.
+    pub each: String,
+    /// JSONPaths relative to one line item.
+    pub sku: String,
+    pub qty: String,
+    pub location: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockLookupRaw {
+    /// Connector request run once per SKU with `sku` in its context. It must
+    /// extract `on_hand` or `available`, or `levels` (items with `location`
+    /// and `on_hand`/`available`); `incoming` (items with `qty` and `eta`) is
+    /// optional; every other extract is passed on as `refs`.
+    pub request: String,
+    /// Units held back per SKU that rules may not promise.
+    #[serde(default)]
+    pub safety_stock: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionStepsRaw {
+    #[serde(default)]
+    pub approve: Vec<StepRaw>,
+    #[serde(default)]
+    pub reject: Vec<StepRaw>,
+    #[serde(default)]
+    pub waitlist: Vec<StepRaw>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRaw {
+    /// The connector request to send.
+    pub request: String,
+    /// Name under which later steps see this step's extracts (`steps.<name>`); defaults to the request name.
+    pub name: Option<String>,
+    /// Template values handed to the request as `args`.
+    #[serde(default)]
+    pub args: BTreeMap<String, Value>,
+    /// A lone expression giving an array; the request is sent once per item, seen as `item`.
+    pub for_each: Option<String>,
+}
+
+// ------------------------------------------------------------------ instance
+
+/// The instance config: this installation's connections and settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceFile {
+    /// Address of the HTTP listener (default `127.0.0.1:8080`).
+    pub listen: Option<String>,
+    /// Secret reference for the admin API token (`env:NAME` or `file:PATH`).
+    pub admin_token: Option<String>,
+    /// Number of workers that process orders concurrently.
+    pub workers: Option<usize>,
+    /// Public base URL under which platforms reach `/hooks/...` (for signatures over the URL).
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub connections: BTreeMap<String, ConnectionRaw>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionRaw {
+    /// The connector this connection uses.
+    pub connector: String,
+    /// Replaces the connector's base URL (e.g. to point at the sandbox).
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub values: BTreeMap<String, String>,
+    /// Secret references: `env:NAME` or `file:PATH`.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}

@@ -1,0 +1,116 @@
+//! Extractors: compiled JSONPath specs that pull named values out of a
+//! response or payload, as declared under `extract:` in a connector.
+
+use serde_json::{Map, Value};
+
+use crate::adapters::jsonpath::JsonPath;
+
+#[derive(Debug, Clone)]
+pub enum Extractor {
+    /// First match, or the default, or null (or an error when required).
+    First { path: JsonPath, default: Option<Value>, required: bool },
+    /// Every match as an array.
+    All { path: JsonPath },
+    /// Sum of the numeric matches.
+    Sum { path: JsonPath },
+    /// One object per item matched by `path`, built from `fields` relative to the item.
+    Each { path: JsonPath, fields: Vec<(String, Extractor)> },
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`{path}` matched nothing in the response")]
+pub struct MissingValue {
+    pub path: String,
+}
+
+impl Extractor {
+    pub fn extract(&self, doc: &Value) -> Result<Value, MissingValue> {
+        match self {
+            Extractor::First { path, default, required } => match path.first(doc) {
+                Some(v) => Ok(v.clone()),
+                None => match default {
+                    Some(d) => Ok(d.clone()),
+                    None if *required => Err(MissingValue { path: path.source().to_string() }),
+                    None => Ok(Value::Null),
+                },
+            },
+            Extractor::All { path } => Ok(Value::Array(path.query(doc).into_iter().cloned().collect())),
+            Extractor::Sum { path } => {
+                let mut int_sum: i64 = 0;
+                let mut float_sum = 0.0;
+                let mut is_float = false;
+                for v in path.query(doc) {
+                    match v {
+                        Value::Number(n) if n.is_i64() => int_sum += n.as_i64().unwrap_or(0),
+                        Value::Number(n) => {
+                            is_float = true;
+                            float_sum += n.as_f64().unwrap_or(0.0);
+                        }
+                        Value::String(s) => match s.trim().parse::<i64>() {
+                            Ok(i) => int_sum += i,
+                            Err(_) => {
+                                if let Ok(f) = s.trim().parse::<f64>() {
+                                    is_float = true;
+                                    float_sum += f;
+                                }
+                            }
+                        },
+                        _ => {}
+                    }
+                }
+                Ok(if is_float { Value::from(float_sum + int_sum as f64) } else { Value::from(int_sum) })
+            }
+            Extractor::Each { path, fields } => {
+                let mut items = Vec::new();
+                for item in path.query(doc) {
+                    items.push(extract_object(fields, item)?);
+                }
+                Ok(Value::Array(items))
+            }
+        }
+    }
+}
+
+/// Apply named extractors to one document, giving an object of their results.
+pub fn extract_object(fields: &[(String, Extractor)], doc: &Value) -> Result<Value, MissingValue> {
+    let mut obj = Map::with_capacity(fields.len());
+    for (name, ex) in fields {
+        obj.insert(name.clone(), ex.extract(doc)?);
+    }
+    Ok(Value::Object(obj))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn p(s: &str) -> JsonPath {
+        JsonPath::compile(s).unwrap()
+    }
+
+    #[test]
+    fn each_builds_objects_from_items() {
+        let doc = json!({"levels": [{"loc": {"id": "L1"}, "q": [{"name": "on_hand", "quantity": 4}]}, {"loc": {"id": "L2"}, "q": []}]});
+        let ex = Extractor::Each {
+            path: p("$.levels[*]"),
+            fields: vec![
+                ("location".into(), Extractor::First { path: p("$.loc.id"), default: None, required: true }),
+                ("on_hand".into(), Extractor::First { path: p("$.q[?(@.name=='on_hand')].quantity"), default: Some(json!(0)), required: false }),
+            ],
+        };
+        assert_eq!(ex.extract(&doc).unwrap(), json!([{"location": "L1", "on_hand": 4}, {"location": "L2", "on_hand": 0}]));
+    }
+
+    #[test]
+    fn sum_adds_numbers_and_numeric_strings() {
+        let doc = json!({"a": [{"n": 2}, {"n": "3"}, {"n": null}]});
+        assert_eq!(Extractor::Sum { path: p("$.a[*].n") }.extract(&doc).unwrap(), json!(5));
+    }
+
+    #[test]
+    fn required_values_must_match() {
+        let ex = Extractor::First { path: p("$.id"), default: None, required: true };
+        assert!(ex.extract(&json!({})).is_err());
+    }
+}

@@ -1,0 +1,131 @@
+//! Connectors: the compiled shape of one platform's API, and the client that
+//! speaks it.
+//!
+//! A `Connector` is what `connectors.d/<name>.yaml` compiles to: nothing in it
+//! is account-specific. A `Connection` binds it to one account (base URL,
+//! values, secrets) and is what requests are sent through.
+
+pub mod auth;
+pub mod client;
+pub mod extract;
+pub mod webhook;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::adapters::jsonpath::JsonPath;
+use crate::adapters::template::Template;
+use crate::config::raw::{HttpMethod, SignatureAlgorithm, SignatureEncoding, SignedBytes};
+use crate::config::secret::Secret;
+use extract::Extractor;
+
+pub struct Connector {
+    pub name: String,
+    pub file: PathBuf,
+    pub base_url: Template,
+    /// Declared values and their defaults (`None`: the connection must set it).
+    pub values: BTreeMap<String, Option<String>>,
+    /// Declared secrets; `true` when optional.
+    pub secrets: BTreeMap<String, bool>,
+    pub auth: Auth,
+    pub webhook: Option<WebhookSpec>,
+    pub default_headers: Vec<(String, Template)>,
+    pub errors: ErrorRules,
+    pub reported_excludes_open_orders: bool,
+    pub retry: client::RetryPolicy,
+    pub requests: BTreeMap<String, Arc<RequestSpec>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    /// A secret in a header, behind an optional prefix.
+    Header { header: String, secret: String, prefix: String },
+    Basic { username: String, password: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookSpec {
+    pub signature: Option<SignatureSpec>,
+    pub delivery_id_headers: Vec<String>,
+    pub event_header: Option<String>,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SignatureSpec {
+    pub header: String,
+    pub algorithm: SignatureAlgorithm,
+    pub encoding: SignatureEncoding,
+    pub secret: String,
+    pub prefix: String,
+    pub signed: SignedBytes,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ErrorRules {
+    pub message: Option<JsonPath>,
+    pub throttled: Option<JsonPath>,
+}
+
+pub struct RequestSpec {
+    pub connector: String,
+    pub name: String,
+    pub method: HttpMethod,
+    pub path: Template,
+    pub query: Vec<(String, Template)>,
+    pub headers: Vec<(String, Template)>,
+    pub body: Body,
+    pub extract: Vec<(String, Extractor)>,
+    pub user_errors: Option<JsonPath>,
+    pub timeout: Duration,
+}
+
+pub enum Body {
+    None,
+    Json(JsonTemplate),
+    Text { template: Template, content_type: String },
+    Form(Vec<(String, Template)>),
+}
+
+/// A JSON value whose strings are templates.
+#[derive(Debug, Clone)]
+pub enum JsonTemplate {
+    /// No template inside: used as is.
+    Fixed(Value),
+    String(Template),
+    Array(Vec<JsonTemplate>),
+    Object(Vec<(String, JsonTemplate)>),
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Patch => "PATCH",
+            HttpMethod::Delete => "DELETE",
+        }
+    }
+}
+
+/// One account on one platform.
+pub struct Connection {
+    pub name: String,
+    pub connector: Arc<Connector>,
+    pub base_url: String,
+    /// Values as templates see them (`values.<name>`).
+    pub values: Value,
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+impl Connection {
+    pub fn secret(&self, name: &str) -> Option<&Secret> {
+        self.secrets.get(name)
+    }
+}

@@ -1,0 +1,44 @@
+//! The running engine: intake commits events, workers turn them into
+//! decisions, the outbox writes decisions back.
+//!
+//! ```text
+//! webhook ─► intake (verify, dedupe, commit) ─► queue ─► worker: map → lookup → rule → reserve
+//!                                                          └─► outbox ─► platform (retried)
+//! ```
+
+pub mod daemon;
+pub mod intake;
+pub mod process;
+pub mod registry;
+pub mod writeback;
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::clock::Clock;
+use crate::connector::client::HttpClient;
+use crate::store::Store;
+use registry::Registry;
+
+/// State shared by every part of the running daemon.
+pub struct Runtime {
+    pub store: Store,
+    pub registry: Registry,
+    pub http: HttpClient,
+    pub clock: Arc<dyn Clock>,
+    /// Event ids ready for a worker.
+    pub queue: mpsc::UnboundedSender<u64>,
+    /// Flips to true when the daemon is asked to stop.
+    pub stopping: watch::Receiver<bool>,
+}
+
+impl Runtime {
+    pub fn now(&self) -> String {
+        self.clock.now_rfc3339()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+}

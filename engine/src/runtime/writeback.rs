@@ -1,0 +1,231 @@
+//! The outbox: sending a decision's write-back steps, one after another.
+//!
+//! Each step is recorded in the outbox before it is sent and marked done
+//! after, so a restart resumes where the daemon stopped. Every request carries
+//! a deterministic idempotency key (from workflow, order, decision, step and
+//! item) that templates can send where the platform accepts one. A step whose
+//! retries run out goes to the dead-letter list and the job stops there.
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::Runtime;
+use super::process::order_json;
+use crate::config::ConfigSet;
+use crate::connector::client::render_json;
+use crate::model::{Decision, WritebackState};
+use crate::store::{AuditEntry, AuditKind, DeadLetter, StepProgress, StepState, StoreError};
+use crate::telemetry::metrics::METRICS;
+
+/// A deterministic key for one effect: the same inputs always give the same
+/// key, formatted as a UUID so platforms that expect one accept it.
+pub fn idempotency_key(workflow: &str, order_id: &str, decision: Decision, step: &str, item: usize) -> String {
+    let mut h = Sha256::new();
+    for part in [workflow, order_id, decision.as_str(), step, &item.to_string()] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50; // version 5 (name-based, SHA)
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+pub fn new_step(workflow: &str, order_id: &str, decision: Decision, name: &str) -> StepProgress {
+    StepProgress {
+        name: name.to_string(),
+        idempotency_key: idempotency_key(workflow, order_id, decision, name, 0),
+        state: StepState::Pending,
+        attempts: 0,
+        results: Vec::new(),
+        last_error: None,
+    }
+}
+
+/// Send whatever is pending for `order_id`. Failures are recorded, not returned.
+pub async fn run(rt: &Runtime, cfg: &ConfigSet, order_id: &str) {
+    if let Err(e) = try_run(rt, cfg, order_id).await {
+        tracing::error!(order = order_id, "write-back could not be recorded: {e}; it resumes on the next start");
+    }
+}
+
+async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str) -> Result<(), StoreError> {
+    let Some(mut job) = rt.store.writeback(order_id)? else { return Ok(()) };
+    let Some(record) = rt.store.order(order_id)? else { return Ok(()) };
+    let Some(wf) = cfg.workflows.get(&job.workflow).cloned() else {
+        tracing::warn!(order = order_id, workflow = %job.workflow, "write-back waits: its workflow is not configured");
+        return Ok(());
+    };
+    let payload: Value = rt.store.payload(order_id)?.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
+    let mut ctx = json!({
+        "order": order_json(&record.order, &payload),
+        "decision": { "decision": job.decision, "reason": record.reason, "priority": record.priority, "lines": record.allocations },
+        "stock": serde_json::to_value(&record.stock_seen).unwrap_or(Value::Null),
+        "values": wf.connection.values.clone(),
+        "params": wf.params.clone(),
+        "now": rt.now(),
+        "steps": {},
+    });
+    let steps = wf.steps_for(job.decision);
+    for i in 0..job.steps.len() {
+        let progress = job.steps[i].clone();
+        match progress.state {
+            StepState::Done => {
+                ctx["steps"][&progress.name] = step_results(&progress.results, has_for_each(steps, &progress.name));
+                continue;
+            }
+            StepState::DeadLettered => return Ok(()),
+            StepState::Pending => {}
+        }
+        let Some(step) = steps.iter().find(|s| s.name == progress.name) else {
+            let message = format!("step {} is no longer configured; skipped", progress.name);
+            mark(rt, order_id, i, StepState::Done, Vec::new(), None, AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message, call: None }).await?;
+            continue;
+        };
+        let items: Vec<Value> = match &step.for_each {
+            None => vec![Value::Null],
+            Some(t) => match cfg.templates.render_value(t, &ctx) {
+                Ok(Value::Array(a)) => a,
+                Ok(Value::Null) => Vec::new(),
+                Ok(other) => vec![other],
+                Err(e) => {
+                    dead_letter(rt, &job.workflow, order_id, job.decision, i, &progress, e.0).await?;
+                    return Ok(());
+                }
+            },
+        };
+        let mut results = Vec::with_capacity(items.len());
+        for (n, item) in items.into_iter().enumerate() {
+            let mut call_ctx = ctx.clone();
+            call_ctx["item"] = item;
+            call_ctx["idempotency_key"] = Value::String(idempotency_key(&job.workflow, order_id, job.decision, &step.name, n));
+            let mut args = Map::new();
+            for (k, t) in &step.args {
+                match render_json(&cfg.templates, t, &call_ctx) {
+                    Ok(v) => {
+                        args.insert(k.clone(), v);
+                    }
+                    Err(e) => {
+                        dead_letter(rt, &job.workflow, order_id, job.decision, i, &progress, e.0).await?;
+                        return Ok(());
+                    }
+                }
+            }
+            call_ctx["args"] = Value::Object(args);
+            match rt.http.send(&cfg.templates, &wf.connection, &step.request, &call_ctx).await {
+                Ok(ex) => {
+                    METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "ok")]);
+                    let entry = AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message: format!("{} sent ({})", step.name, job.decision.as_str()), call: Some(ex.summary) };
+                    let id = order_id.to_string();
+                    rt.store.write(move |w| w.audit(&id, &entry)).await?;
+                    results.push(ex.extracts);
+                }
+                Err(e) => {
+                    METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "failed")]);
+                    let entry = AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message: format!("{} failed", step.name), call: e.summary().cloned() };
+                    let id = order_id.to_string();
+                    rt.store.write(move |w| w.audit(&id, &entry)).await?;
+                    dead_letter(rt, &job.workflow, order_id, job.decision, i, &progress, e.to_string()).await?;
+                    return Ok(());
+                }
+            }
+        }
+        ctx["steps"][&step.name] = step_results(&results, step.for_each.is_some());
+        METRICS.inc("ordersync_writeback_steps_total", &[("workflow", &job.workflow), ("result", "done")]);
+        job.steps[i].state = StepState::Done;
+        let entry = AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message: format!("step {} done", step.name), call: None };
+        mark(rt, order_id, i, StepState::Done, results, None, entry).await?;
+    }
+    let id = order_id.to_string();
+    rt.store
+        .write(move |w| {
+            w.remove_writeback(&id)?;
+            if let Some(mut rec) = w.order(&id)? {
+                rec.writeback = WritebackState::Done;
+                w.put_order(&rec)?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+fn has_for_each(steps: &[crate::workflow::Step], name: &str) -> bool {
+    steps.iter().any(|s| s.name == name && s.for_each.is_some())
+}
+
+/// A step's extracts as later steps see them: one object, or a list for `for_each`.
+fn step_results(results: &[Value], per_item: bool) -> Value {
+    if per_item { Value::Array(results.to_vec()) } else { results.first().cloned().unwrap_or_else(|| Value::Object(Map::new())) }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn mark(rt: &Runtime, order_id: &str, index: usize, state: StepState, results: Vec<Value>, error: Option<String>, entry: AuditEntry) -> Result<(), StoreError> {
+    let id = order_id.to_string();
+    rt.store
+        .write(move |w| {
+            if let Some(mut job) = w.writeback(&id)? {
+                if let Some(step) = job.steps.get_mut(index) {
+                    step.state = state;
+                    step.results = results;
+                    step.attempts += 1;
+                    step.last_error = error;
+                }
+                w.put_writeback(&job)?;
+            }
+            w.audit(&id, &entry)
+        })
+        .await
+}
+
+async fn dead_letter(rt: &Runtime, workflow: &str, order_id: &str, decision: Decision, index: usize, progress: &StepProgress, error: String) -> Result<(), StoreError> {
+    tracing::warn!(order = order_id, step = %progress.name, "write-back step dead-lettered: {error}");
+    METRICS.inc("ordersync_writeback_steps_total", &[("workflow", workflow), ("result", "dead_lettered")]);
+    let letter = DeadLetter {
+        id: 0,
+        order_id: order_id.to_string(),
+        workflow: workflow.to_string(),
+        decision,
+        step: progress.name.clone(),
+        idempotency_key: progress.idempotency_key.clone(),
+        error: error.clone(),
+        at: rt.now(),
+    };
+    let id = order_id.to_string();
+    let entry = AuditEntry { at: rt.now(), kind: AuditKind::Error, message: format!("step {} gave up: {error}", progress.name), call: None };
+    rt.store
+        .write(move |w| {
+            w.add_dead_letter(letter)?;
+            if let Some(mut job) = w.writeback(&id)? {
+                if let Some(step) = job.steps.get_mut(index) {
+                    step.state = StepState::DeadLettered;
+                    step.attempts += 1;
+                    step.last_error = Some(error);
+                }
+                w.put_writeback(&job)?;
+            }
+            if let Some(mut rec) = w.order(&id)? {
+                rec.writeback = WritebackState::DeadLettered;
+                w.put_order(&rec)?;
+            }
+            w.audit(&id, &entry)
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stable_and_distinct() {
+        let a = idempotency_key("wf", "shop:1", Decision::Approve, "tag", 0);
+        assert_eq!(a, idempotency_key("wf", "shop:1", Decision::Approve, "tag", 0));
+        assert_ne!(a, idempotency_key("wf", "shop:1", Decision::Approve, "tag", 1));
+        assert_ne!(a, idempotency_key("wf", "shop:1", Decision::Waitlist, "tag", 0));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "5");
+    }
+}

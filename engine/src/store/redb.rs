@@ -1,0 +1,531 @@
+//! The redb backend of the store (the only user of redb besides `tables.rs`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
+
+use super::tables::*;
+use super::{AuditEntry, DeadLetter, Enqueued, EventRecord, FailedEvent, NewEvent, StockRow, StoreError, WritebackJob};
+use crate::model::{OrderRecord, OrderStatus};
+
+/// Most jobs folded into one transaction.
+const MAX_BATCH: usize = 512;
+
+type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> Completion + Send>;
+
+enum Msg {
+    Job(Job),
+    Stop(oneshot::Sender<()>),
+}
+
+/// Handle to the state file. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    jobs: mpsc::Sender<Msg>,
+}
+
+fn storage<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Storage(e.to_string())
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialize")
+}
+
+fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { what: what.to_string(), message: e.to_string() })
+}
+
+impl Store {
+    /// Open (or create) the state file and start the writer thread.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |message: String| StoreError::Open { path: path.display().to_string(), message };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| open_err(format!("cannot create its directory: {e}")))?;
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => open_err("another ordersync process is using it".into()),
+            other => open_err(other.to_string()),
+        })?;
+        // Create every table up front so readers never meet a missing one.
+        let txn = db.begin_write().map_err(storage)?;
+        {
+            txn.open_table(META).map_err(storage)?;
+            txn.open_table(EVENTS).map_err(storage)?;
+            txn.open_table(DELIVERIES).map_err(storage)?;
+            txn.open_table(ORDERS).map_err(storage)?;
+            txn.open_table(PAYLOADS).map_err(storage)?;
+            txn.open_table(AUDIT).map_err(storage)?;
+            txn.open_table(STOCK).map_err(storage)?;
+            txn.open_table(RESERVATIONS).map_err(storage)?;
+            txn.open_table(RESERVED_TOTALS).map_err(storage)?;
+            txn.open_table(OUTBOX).map_err(storage)?;
+            txn.open_table(DEAD_LETTERS).map_err(storage)?;
+            txn.open_table(FAILED_EVENTS).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+
+        let db = Arc::new(db);
+        let (jobs, rx) = mpsc::channel(4096);
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("ordersync-store".into())
+            .spawn(move || {
+                let stop = writer_loop(&writer_db, rx);
+                // Release the file before saying we are done, so it can be reopened at once.
+                drop(writer_db);
+                if let Some(s) = stop {
+                    let _ = s.send(());
+                }
+            })
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok(Store { inner: Arc::new(Inner { db, jobs }) })
+    }
+
+    /// Run `f` inside the next group-committed write transaction. Resolves once
+    /// the transaction is durable (or failed).
+    pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |w| {
+            let result = f(w);
+            Box::new(move |commit: Option<&StoreError>| {
+                let out = match (result, commit) {
+                    (Ok(_), Some(e)) => Err(e.clone()),
+                    (r, _) => r,
+                };
+                let _ = tx.send(out);
+            })
+        });
+        self.inner.jobs.send(Msg::Job(job)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Finish queued writes and stop the writer.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.jobs.send(Msg::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(storage)?;
+        f(&txn)
+    }
+
+    pub fn order(&self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
+        self.read(|t| {
+            let table = t.open_table(ORDERS).map_err(storage)?;
+            table.get(id).map_err(storage)?.map(|v| decode("order", v.value())).transpose()
+        })
+    }
+
+    /// Orders, optionally of one status, in id order; at most `limit`.
+    pub fn orders(&self, status: Option<OrderStatus>, limit: usize) -> Result<Vec<OrderRecord>, StoreError> {
+        self.read(|t| {
+            let table = t.open_table(ORDERS).map_err(storage)?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(storage)? {
+                let (_, v) = row.map_err(storage)?;
+                let rec: OrderRecord = decode("order", v.value())?;
+                if status.is_none_or(|s| s == rec.status) {
+                    out.push(rec);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn order_count(&self) -> Result<u64, StoreError> {
+        self.read(|t| t.open_table(ORDERS).map_err(storage)?.len().map_err(storage))
+    }
+
+    pub fn payload(&self, order_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|t| Ok(t.open_table(PAYLOADS).map_err(storage)?.get(order_id).map_err(storage)?.map(|v| v.value().to_vec())))
+    }
+
+    pub fn audit(&self, order_id: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read(|t| {
+            let table = t.open_table(AUDIT).map_err(storage)?;
+            let mut out = Vec::new();
+            for row in table.range((order_id, 0)..=(order_id, u64::MAX)).map_err(storage)? {
+                let (_, v) = row.map_err(storage)?;
+                out.push(decode("audit entry", v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn event(&self, id: u64) -> Result<Option<EventRecord>, StoreError> {
+        self.read(|t| t.open_table(EVENTS).map_err(storage)?.get(id).map_err(storage)?.map(|v| decode("event", v.value())).transpose())
+    }
+
+    /// Ids of every queued event, oldest first.
+    pub fn pending_events(&self) -> Result<Vec<u64>, StoreError> {
+        self.read(|t| {
+            let table = t.open_table(EVENTS).map_err(storage)?;
+            table.iter().map_err(storage)?.map(|r| r.map(|(k, _)| k.value()).map_err(storage)).collect()
+        })
+    }
+
+    pub fn queue_depth(&self) -> Result<u64, StoreError> {
+        self.read(|t| t.open_table(EVENTS).map_err(storage)?.len().map_err(storage))
+    }
+
+    pub fn writebacks(&self) -> Result<Vec<WritebackJob>, StoreError> {
+        self.read(|t| {
+            let table = t.open_table(OUTBOX).map_err(storage)?;
+            table.iter().map_err(storage)?.map(|r| r.map_err(storage).and_then(|(_, v)| decode("write-back job", v.value()))).collect()
+        })
+    }
+
+    pub fn writeback(&self, order_id: &str) -> Result<Option<WritebackJob>, StoreError> {
+        self.read(|t| t.open_table(OUTBOX).map_err(storage)?.get(order_id).map_err(storage)?.map(|v| decode("write-back job", v.value())).transpose())
+    }
+
+    pub fn stock(&self, sku: &str) -> Result<Vec<(String, StockRow)>, StoreError> {
+        self.read(|t| stock_rows(&t.open_table(STOCK).map_err(storage)?, sku))
+    }
+
+    pub fn reserved_total(&self, sku: &str) -> Result<i64, StoreError> {
+        self.read(|t| Ok(t.open_table(RESERVED_TOTALS).map_err(storage)?.get(sku).map_err(storage)?.map_or(0, |v| v.value())))
+    }
+
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.read(|t| {
+            let table = t.open_table(DEAD_LETTERS).map_err(storage)?;
+            table.iter().map_err(storage)?.map(|r| r.map_err(storage).and_then(|(_, v)| decode("dead letter", v.value()))).collect()
+        })
+    }
+
+    pub fn failed_events(&self) -> Result<Vec<FailedEvent>, StoreError> {
+        self.read(|t| {
+            let table = t.open_table(FAILED_EVENTS).map_err(storage)?;
+            table.iter().map_err(storage)?.map(|r| r.map_err(storage).and_then(|(_, v)| decode("failed event", v.value()))).collect()
+        })
+    }
+}
+
+fn stock_rows(table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>, sku: &str) -> Result<Vec<(String, StockRow)>, StoreError> {
+    let mut out = Vec::new();
+    for row in table.range((sku, "")..).map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        let (s, loc) = k.value();
+        if s != sku {
+            break;
+        }
+        out.push((loc.to_string(), decode("stock row", v.value())?));
+    }
+    Ok(out)
+}
+
+fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Sender<()>> {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = Vec::new();
+        let mut stop = None;
+        match first {
+            Msg::Job(j) => jobs.push(j),
+            Msg::Stop(s) => stop = Some(s),
+        }
+        while stop.is_none() && jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Msg::Job(j)) => jobs.push(j),
+                Ok(Msg::Stop(s)) => stop = Some(s),
+                Err(_) => break,
+            }
+        }
+        if !jobs.is_empty() {
+            run_batch(db, jobs);
+        }
+        if stop.is_some() {
+            return stop;
+        }
+    }
+    None
+}
+
+fn run_batch(db: &Database, jobs: Vec<Job>) {
+    let mut txn = match db.begin_write() {
+        Ok(t) => t,
+        Err(e) => {
+            let err = storage(e);
+            for job in jobs {
+                // The job never ran; tell its caller why.
+                fail_unrun(job, &err);
+            }
+            return;
+        }
+    };
+    let _ = txn.set_durability(Durability::Immediate);
+    let mut completions = Vec::with_capacity(jobs.len());
+    let failed = {
+        let mut w = WriteTx { txn: &txn, failed: None };
+        for job in jobs {
+            completions.push(job(&mut w));
+            if w.failed.is_some() {
+                break;
+            }
+        }
+        w.failed
+    };
+    let result = match failed {
+        Some(e) => {
+            let _ = txn.abort();
+            Some(e)
+        }
+        None => txn.commit().err().map(storage),
+    };
+    crate::telemetry::metrics::METRICS.store_commit(completions.len());
+    for c in completions {
+        c(result.as_ref());
+    }
+}
+
+fn fail_unrun(job: Job, err: &StoreError) {
+    // Running the job against nothing is not possible; drop it so its caller
+    // sees the store as closed, and log the cause.
+    drop(job);
+    tracing::error!("{err}");
+}
+
+/// Domain verbs inside one write transaction.
+pub struct WriteTx<'a> {
+    txn: &'a WriteTransaction,
+    failed: Option<StoreError>,
+}
+
+impl WriteTx<'_> {
+    fn fail<E: std::fmt::Display>(&mut self, e: E) -> StoreError {
+        let err = storage(e);
+        self.failed = Some(err.clone());
+        err
+    }
+
+    fn next_id(&mut self, counter: &str) -> Result<u64, StoreError> {
+        let mut meta = self.txn.open_table(META).map_err(|e| self.fail(e))?;
+        let next = meta.get(counter).map_err(storage)?.map_or(1, |v| v.value());
+        meta.insert(counter, next + 1).map_err(storage)?;
+        Ok(next)
+    }
+
+    /// Store an event unless one of its delivery ids was seen before.
+    pub fn enqueue_event(&mut self, ev: NewEvent) -> Result<Enqueued, StoreError> {
+        {
+            let deliveries = self.txn.open_table(DELIVERIES).map_err(|e| self.fail(e))?;
+            for d in &ev.delivery_ids {
+                if let Some(first) = deliveries.get(delivery_key(&ev.workflow, d).as_str()).map_err(storage)? {
+                    return Ok(Enqueued::Duplicate(first.value()));
+                }
+            }
+        }
+        let id = self.next_id(NEXT_EVENT_ID)?;
+        let record = EventRecord { id, workflow: ev.workflow, received_at: ev.received_at, delivery_ids: ev.delivery_ids, event_type: ev.event_type, payload: ev.payload };
+        let bytes = encode(&record);
+        let r = (|| {
+            let mut deliveries = self.txn.open_table(DELIVERIES)?;
+            for d in &record.delivery_ids {
+                deliveries.insert(delivery_key(&record.workflow, d).as_str(), id)?;
+            }
+            self.txn.open_table(EVENTS)?.insert(id, bytes.as_slice())?;
+            Ok::<_, redb::Error>(())
+        })();
+        r.map_err(|e| self.fail(e))?;
+        Ok(Enqueued::New(id))
+    }
+
+    /// The event is fully handled: drop it from the queue.
+    pub fn remove_event(&mut self, id: u64) -> Result<(), StoreError> {
+        let r = self.txn.open_table(EVENTS).and_then(|mut t| t.remove(id).map(|_| ()).map_err(Into::into));
+        r.map_err(|e| self.fail(e))
+    }
+
+    /// The event could not become an order: keep why, and drop it from the queue.
+    pub fn fail_event(&mut self, failure: &FailedEvent) -> Result<(), StoreError> {
+        let bytes = encode(failure);
+        let r = self.txn.open_table(FAILED_EVENTS).and_then(|mut t| t.insert(failure.event_id, bytes.as_slice()).map(|_| ()).map_err(Into::into));
+        r.map_err(|e| self.fail(e))?;
+        self.remove_event(failure.event_id)
+    }
+
+    pub fn order(&mut self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
+        let table = self.txn.open_table(ORDERS).map_err(|e| self.fail(e))?;
+        let found = table.get(id).map_err(storage)?.map(|v| decode("order", v.value())).transpose();
+        found
+    }
+
+    pub fn put_order(&mut self, rec: &OrderRecord) -> Result<(), StoreError> {
+        let bytes = encode(rec);
+        let r = self.txn.open_table(ORDERS).and_then(|mut t| t.insert(rec.order.id.as_str(), bytes.as_slice()).map(|_| ()).map_err(Into::into));
+        r.map_err(|e| self.fail(e))
+    }
+
+    pub fn put_payload(&mut self, order_id: &str, payload: &[u8]) -> Result<(), StoreError> {
+        let r = self.txn.open_table(PAYLOADS).and_then(|mut t| t.insert(order_id, payload).map(|_| ()).map_err(Into::into));
+        r.map_err(|e| self.fail(e))
+    }
+
+    /// Append to an order's audit trail.
+    pub fn audit(&mut self, order_id: &str, entry: &AuditEntry) -> Result<(), StoreError> {
+        let bytes = encode(entry);
+        let r = (|| {
+            let mut t = self.txn.open_table(AUDIT)?;
+            let next = t.range((order_id, 0)..=(order_id, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1 + 1);
+            t.insert((order_id, next), bytes.as_slice())?;
+            Ok::<_, redb::Error>(())
+        })();
+        r.map_err(|e| self.fail(e))
+    }
+
+    pub fn stock(&mut self, sku: &str) -> Result<Vec<(String, StockRow)>, StoreError> {
+        let table = self.txn.open_table(STOCK).map_err(|e| self.fail(e))?;
+        stock_rows(&table, sku)
+    }
+
+    pub fn put_stock(&mut self, sku: &str, location: &str, row: &StockRow) -> Result<(), StoreError> {
+        let bytes = encode(row);
+        let r = self.txn.open_table(STOCK).and_then(|mut t| t.insert((sku, location), bytes.as_slice()).map(|_| ()).map_err(Into::into));
+        r.map_err(|e| self.fail(e))
+    }
+
+    pub fn remove_stock(&mut self, sku: &str, location: &str) -> Result<(), StoreError> {
+        let r = self.txn.open_table(STOCK).and_then(|mut t| t.remove((sku, location)).map(|_| ()).map_err(Into::into));
+        r.map_err(|e| self.fail(e))
+    }
+
+    pub fn reserved_total(&mut self, sku: &str) -> Result<i64, StoreError> {
+        let table = self.txn.open_table(RESERVED_TOTALS).map_err(|e| self.fail(e))?;
+        let total = table.get(sku).map_err(storage)?.map_or(0, |v| v.value());
+        Ok(total)
+    }
+
+    /// Set what `order_id` holds of `sku` (0 releases it), keeping the SKU total in step.
+    pub fn set_reservation(&mut self, sku: &str, order_id: &str, qty: i64) -> Result<(), StoreError> {
+        let r = (|| {
+            let mut res = self.txn.open_table(RESERVATIONS)?;
+            let old = res.get((sku, order_id))?.map_or(0, |v| v.value());
+            if qty > 0 {
+                res.insert((sku, order_id), qty)?;
+            } else {
+                res.remove((sku, order_id))?;
+            }
+            let mut totals = self.txn.open_table(RESERVED_TOTALS)?;
+            let total = totals.get(sku)?.map_or(0, |v| v.value()) - old + qty.max(0);
+            if total > 0 {
+                totals.insert(sku, total)?;
+            } else {
+                totals.remove(sku)?;
+            }
+            Ok::<_, redb::Error>(())
+        })();
+        r.map_err(|e| self.fail(e))
+    }
+
+    pub fn put_writeback(&mut self, job: &WritebackJob) -> Result<(), StoreError> {
+        let bytes = encode(job);
+        let r = self.txn.open_table(OUTBOX).and_then(|mut t| t.insert(job.order_id.as_str(), bytes.as_slice()).map(|_| ()).map_err(Into::into));
+        r.map_err(|e| self.fail(e))
+    }
+
+    pub fn writeback(&mut self, order_id: &str) -> Result<Option<WritebackJob>, StoreError> {
+        let table = self.txn.open_table(OUTBOX).map_err(|e| self.fail(e))?;
+        let found = table.get(order_id).map_err(storage)?.map(|v| decode("write-back job", v.value())).transpose();
+        found
+    }
+
+    pub fn remove_writeback(&mut self, order_id: &str) -> Result<(), StoreError> {
+        let r = self.txn.open_table(OUTBOX).and_then(|mut t| t.remove(order_id).map(|_| ()).map_err(Into::into));
+        r.map_err(|e| self.fail(e))
+    }
+
+    pub fn add_dead_letter(&mut self, mut letter: DeadLetter) -> Result<u64, StoreError> {
+        let id = self.next_id(NEXT_DEAD_LETTER_ID)?;
+        letter.id = id;
+        let bytes = encode(&letter);
+        let r = self.txn.open_table(DEAD_LETTERS).and_then(|mut t| t.insert(id, bytes.as_slice()).map(|_| ()).map_err(Into::into));
+        r.map_err(|e| self.fail(e))?;
+        Ok(id)
+    }
+
+    pub fn take_dead_letter(&mut self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
+        let r = (|| {
+            let mut t = self.txn.open_table(DEAD_LETTERS)?;
+            let removed = t.remove(id)?.map(|v| v.value().to_vec());
+            Ok::<_, redb::Error>(removed)
+        })();
+        let bytes = r.map_err(|e| self.fail(e))?;
+        bytes.map(|b| decode("dead letter", &b)).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(delivery: &str) -> NewEvent {
+        NewEvent {
+            workflow: "wf".into(),
+            received_at: "t".into(),
+            delivery_ids: vec![format!("X-Id:{delivery}")],
+            event_type: None,
+            payload: serde_json::value::RawValue::from_string("{\"id\":1}".into()).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_detected_across_batches_and_reopen() {
+        let dir = tempdir();
+        let path = dir.join("s.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.write(|w| w.enqueue_event(event("a"))).await.unwrap(), Enqueued::New(1));
+            assert_eq!(store.write(|w| w.enqueue_event(event("a"))).await.unwrap(), Enqueued::Duplicate(1));
+            assert_eq!(store.write(|w| w.enqueue_event(event("b"))).await.unwrap(), Enqueued::New(2));
+            store.close().await;
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.pending_events().unwrap(), vec![1, 2]);
+        assert_eq!(store.write(|w| w.enqueue_event(event("b"))).await.unwrap(), Enqueued::Duplicate(2));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn reservation_totals_follow_the_rows() {
+        let dir = tempdir();
+        let store = Store::open(&dir.join("s.redb")).unwrap();
+        store
+            .write(|w| {
+                w.set_reservation("A", "o1", 2)?;
+                w.set_reservation("A", "o2", 3)?;
+                w.set_reservation("A", "o1", 0)
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.reserved_total("A").unwrap(), 3);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("ordersync-store-{}-{}", std::process::id(), rand::random::<u64>()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

@@ -1,0 +1,39 @@
+//! Every table of the state file and how its keys are encoded.
+//!
+//! Values are JSON (readable with any redb tool, and cheap next to the
+//! network round trips an order costs). Composite keys are tuples so range
+//! scans over one SKU or one order stay ordered.
+
+use redb::TableDefinition;
+
+/// Counters: `next_event_id`, `next_dead_letter_id`.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Queued events by id: accepted, not yet fully processed.
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Delivery ids (`workflow\0Header:value`) → the event that carried them first.
+pub const DELIVERIES: TableDefinition<&str, u64> = TableDefinition::new("deliveries");
+/// Orders by platform-qualified id.
+pub const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("orders");
+/// The original payload of each order, kept apart so order records stay small.
+pub const PAYLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("payloads");
+/// Audit trail: (order id, sequence) → entry.
+pub const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit");
+/// Reported stock: (sku, location) → row.
+pub const STOCK: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("stock");
+/// Reservations: (sku, order id) → quantity.
+pub const RESERVATIONS: TableDefinition<(&str, &str), i64> = TableDefinition::new("reservations");
+/// Reserved total per SKU, kept in step with `RESERVATIONS`.
+pub const RESERVED_TOTALS: TableDefinition<&str, i64> = TableDefinition::new("reserved_totals");
+/// Outbox: write-back jobs by order id.
+pub const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// Dead letters by id.
+pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// Events that could not be mapped to an order, by event id.
+pub const FAILED_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("failed_events");
+
+pub const NEXT_EVENT_ID: &str = "next_event_id";
+pub const NEXT_DEAD_LETTER_ID: &str = "next_dead_letter_id";
+
+pub fn delivery_key(workflow: &str, delivery_id: &str) -> String {
+    format!("{workflow}\0{delivery_id}")
+}
