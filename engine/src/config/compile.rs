@@ -43,6 +43,10 @@ impl Source<'_> {
 
 pub struct Compiler {
     pub diags: Diagnostics,
+    /// Connectors and connections with errors of their own: references to
+    /// them are not reported a second time.
+    pub broken_connectors: std::collections::BTreeSet<String>,
+    pub broken_connections: std::collections::BTreeSet<String>,
     templates: TemplateBuilder,
     pub rules: RuleEngine,
 }
@@ -80,7 +84,7 @@ pub struct ConnectionDraft {
 
 impl Compiler {
     pub fn new(rules: RuleEngine) -> Self {
-        Compiler { diags: Diagnostics::default(), templates: TemplateBuilder::new(), rules }
+        Compiler { diags: Diagnostics::default(), broken_connectors: Default::default(), broken_connections: Default::default(), templates: TemplateBuilder::new(), rules }
     }
 
     pub fn finish_templates(&mut self) -> Templates {
@@ -124,9 +128,17 @@ impl Compiler {
         match raw {
             ExtractRaw::Path(p) => Some(Extractor::First { path: self.jsonpath(src, field, p)?, default: None, required: false }),
             ExtractRaw::Spec(spec) => {
-                let modes = [spec.all, spec.sum, spec.each.is_some()].iter().filter(|b| **b).count();
-                if modes > 1 {
-                    self.push(src.at(field, "choose one of `all`, `sum` or `each`"));
+                let modes = [&spec.path, &spec.all, &spec.sum, &spec.each].iter().filter(|m| m.is_some()).count();
+                if modes != 1 {
+                    self.push(src.at(field, "give exactly one of `path`, `all`, `sum` or `each`"));
+                    return None;
+                }
+                if spec.fields.is_some() && spec.each.is_none() {
+                    self.push(src.at(&format!("{field}.fields"), "`fields` only goes with `each`"));
+                    return None;
+                }
+                if (spec.default.is_some() || spec.required) && spec.path.is_none() {
+                    self.push(src.at(field, "`default` and `required` only go with `path`"));
                     return None;
                 }
                 if let Some(each) = &spec.each {
@@ -145,21 +157,15 @@ impl Compiler {
                     }
                     return (ok && path.is_some()).then(|| Extractor::Each { path: path.unwrap(), fields });
                 }
-                if spec.fields.is_some() {
-                    self.push(src.at(&format!("{field}.fields"), "`fields` only goes with `each`"));
+                if let Some(p) = &spec.all {
+                    return Some(Extractor::All { path: self.jsonpath(src, &format!("{field}.all"), p)? });
                 }
-                let Some(p) = &spec.path else {
-                    self.push(src.at(field, "missing `path` (or `each`)"));
-                    return None;
-                };
+                if let Some(p) = &spec.sum {
+                    return Some(Extractor::Sum { path: self.jsonpath(src, &format!("{field}.sum"), p)? });
+                }
+                let p = spec.path.as_ref().expect("exactly one mode is set");
                 let path = self.jsonpath(src, &format!("{field}.path"), p)?;
-                Some(if spec.all {
-                    Extractor::All { path }
-                } else if spec.sum {
-                    Extractor::Sum { path }
-                } else {
-                    Extractor::First { path, default: spec.default.clone(), required: spec.required }
-                })
+                Some(Extractor::First { path, default: spec.default.clone(), required: spec.required })
             }
         }
     }
@@ -350,6 +356,10 @@ impl Compiler {
             let field = format!("connections.{name}");
             check_name(self, src, &field, name);
             let Some(connector) = connectors.get(&c.connector) else {
+                if self.broken_connectors.contains(&c.connector) {
+                    self.broken_connections.insert(name.clone());
+                    continue;
+                }
                 let mut d = src.at(&format!("{field}.connector"), format!("no connector named `{}` in connectors.d/", c.connector));
                 if let Some(s) = did_you_mean(&c.connector, connectors.keys().map(String::as_str)) {
                     d = d.with_help(format!("did you mean `{s}`?"));
@@ -405,7 +415,9 @@ impl Compiler {
                     self.push(src.at(&format!("{field}.secrets"), format!("connector `{}` needs secret `{k}`", connector.name)));
                 }
             }
-            if self.diags.len() == before {
+            if self.diags.len() > before {
+                self.broken_connections.insert(name.clone());
+            } else {
                 out.insert(name.clone(), ConnectionDraft { name: name.clone(), connector: connector.clone(), base_url: c.base_url.clone(), values, secrets });
             }
         }
@@ -510,6 +522,9 @@ impl Compiler {
     /// Resolve a draft's references against the connections.
     pub fn link_workflow(&mut self, src: Source, draft: WorkflowDraft, connections: &BTreeMap<String, Arc<Connection>>) -> Option<Workflow> {
         let Some(connection) = connections.get(&draft.connection) else {
+            if self.broken_connections.contains(&draft.connection) {
+                return None;
+            }
             let mut d = src.at("connection", format!("no connection named `{}` in the instance config", draft.connection));
             if let Some(s) = did_you_mean(&draft.connection, connections.keys().map(String::as_str)) {
                 d = d.with_help(format!("did you mean `{s}`?"));

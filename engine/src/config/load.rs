@@ -103,8 +103,13 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
             continue;
         }
         connector_files.insert(name.clone(), f.path.clone());
-        if let Some(conn) = c.connector(&f.path, &parsed) {
-            connectors.insert(name, Arc::new(conn));
+        match c.connector(&f.path, &parsed) {
+            Some(conn) => {
+                connectors.insert(name, Arc::new(conn));
+            }
+            None => {
+                c.broken_connectors.insert(name);
+            }
         }
     }
 
@@ -146,8 +151,14 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
                 Ok(base_url) if base_url.starts_with("http://") || base_url.starts_with("https://") => {
                     connections.insert(name.clone(), Arc::new(Connection { name, connector: d.connector, base_url, values, secrets: d.secrets }));
                 }
-                Ok(base_url) => c.diags.push(Diagnostic::new(path, parsed.spans.locate(&format!("connections.{name}")), format!("connections.{name}"), format!("base URL `{base_url}` must start with http:// or https://"))),
-                Err(e) => c.diags.push(Diagnostic::new(path, parsed.spans.locate(&format!("connections.{name}")), format!("connections.{name}"), e.0)),
+                Ok(base_url) => {
+                    c.broken_connections.insert(name.clone());
+                    c.diags.push(Diagnostic::new(path, parsed.spans.locate(&format!("connections.{name}")), format!("connections.{name}"), format!("base URL `{base_url}` must start with http:// or https://")));
+                }
+                Err(e) => {
+                    c.broken_connections.insert(name.clone());
+                    c.diags.push(Diagnostic::new(path, parsed.spans.locate(&format!("connections.{name}")), format!("connections.{name}"), e.0));
+                }
             }
         }
     }

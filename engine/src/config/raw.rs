@@ -211,20 +211,18 @@ pub enum ExtractRaw {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtractSpecRaw {
-    /// JSONPath of the value(s).
+    /// JSONPath of the value; the first match is taken.
     pub path: Option<String>,
-    /// Collect every match into an array.
-    #[serde(default)]
-    pub all: bool,
-    /// Add up every numeric match.
-    #[serde(default)]
-    pub sum: bool,
+    /// JSONPath whose matches are collected into an array.
+    pub all: Option<String>,
+    /// JSONPath whose numeric matches are added up.
+    pub sum: Option<String>,
     /// JSONPath of items; each item becomes an object built from `fields`.
     pub each: Option<String>,
     pub fields: Option<BTreeMap<String, ExtractRaw>>,
-    /// Used when nothing matches.
+    /// Used when `path` matches nothing.
     pub default: Option<Value>,
-    /// Fail when nothing matches (and there is no default).
+    /// Fail when `path` matches nothing (and there is no default).
     #[serde(default)]
     pub required: bool,
 }
@@ -235,7 +233,7 @@ impl<'de> Deserialize<'de> for ExtractRaw {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = ExtractRaw;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSONPath string or a map with `path`, `all`, `sum`, `each`, `fields`, `default`, `required`")
+                f.write_str("a JSONPath string, or a map with one of `path`, `all`, `sum`, `each`")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ExtractRaw, E> {
                 Ok(ExtractRaw::Path(v.to_string()))

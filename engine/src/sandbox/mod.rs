@@ -1,1 +1,220 @@
-//! Simulated platforms.
+//! The built-in sandbox: simulated platforms over one mock ERP.
+//!
+//! Each platform is served under its own prefix (`/shopify/...`) on one
+//! loopback listener and speaks that platform's wire format, so a connector
+//! that works here is written the way the real API wants it. `/_sandbox/...`
+//! is a control API for placing orders, setting stock and reading what the
+//! platforms received. The demo, the integration tests and the benchmarks
+//! all run against it.
+
+pub mod erp;
+pub mod platforms;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use erp::{Erp, LineRequest, SimOrder};
+use platforms::shopify::{CostLimits, ShopifyCredentials, ShopifySim};
+
+pub struct SandboxOptions {
+    pub shopify: ShopifyCredentials,
+    pub shopify_limits: CostLimits,
+}
+
+impl SandboxOptions {
+    /// Fresh random credentials.
+    pub fn generated() -> Self {
+        SandboxOptions {
+            shopify: ShopifyCredentials { shop: "arcade-supply".into(), access_token: format!("shpat_{}", random_hex(16)), webhook_secret: random_hex(32) },
+            shopify_limits: CostLimits::default(),
+        }
+    }
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+}
+
+/// A running sandbox.
+pub struct Sandbox {
+    pub addr: SocketAddr,
+    pub erp: Arc<Erp>,
+    pub shopify: Arc<ShopifySim>,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+struct Shared {
+    erp: Arc<Erp>,
+    shopify: Arc<ShopifySim>,
+    /// Where each platform delivers its webhooks.
+    targets: RwLock<HashMap<String, String>>,
+}
+
+impl Sandbox {
+    /// Serve on `listener` (bind it to a loopback address).
+    pub async fn start(listener: tokio::net::TcpListener, opts: SandboxOptions) -> std::io::Result<Sandbox> {
+        let erp = Arc::new(Erp::new());
+        let shopify = ShopifySim::new(erp.clone(), opts.shopify, opts.shopify_limits);
+        let shared = Arc::new(Shared { erp: erp.clone(), shopify: shopify.clone(), targets: RwLock::new(HashMap::new()) });
+        let app = Router::new().nest("/shopify", shopify.router()).nest("/_sandbox", control(shared.clone()));
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Sandbox { addr, erp, shopify, shared, stop: Some(stop) })
+    }
+
+    /// Base URL of one simulated platform, for a connection's `base_url`.
+    pub fn base_url(&self, platform: &str) -> String {
+        format!("http://{}/{platform}", self.addr)
+    }
+
+    pub fn set_webhook_target(&self, platform: &str, url: &str) {
+        self.shared.targets.write().unwrap_or_else(|p| p.into_inner()).insert(platform.to_string(), url.to_string());
+    }
+
+    /// Place an order on a platform and deliver its webhook. Returns the order
+    /// and the HTTP status the daemon answered.
+    pub async fn place_order(&self, platform: &str, customer: u64, lines: &[LineRequest]) -> Result<(SimOrder, u16), String> {
+        self.shared.place_order(platform, customer, lines).await
+    }
+
+    /// Deliver an order's webhook again with the same delivery id, as a platform retry does.
+    pub async fn redeliver(&self, order_id: u64) -> Result<u16, String> {
+        self.shared.deliver(order_id).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl Shared {
+    async fn place_order(&self, platform: &str, customer: u64, lines: &[LineRequest]) -> Result<(SimOrder, u16), String> {
+        let now = crate::clock::format_rfc3339(time::OffsetDateTime::now_utc());
+        let order = self.erp.place_order(platform, customer, lines, &now)?;
+        let webhook_id = uuid_like();
+        self.erp.update_order(order.id, |o| o.extra.insert("webhook_id".into(), json!(webhook_id)));
+        let status = self.deliver(order.id).await?;
+        Ok((self.erp.order(order.id).unwrap_or(order), status))
+    }
+
+    async fn deliver(&self, order_id: u64) -> Result<u16, String> {
+        let order = self.erp.order(order_id).ok_or_else(|| format!("no order {order_id}"))?;
+        let target = self.targets.read().unwrap_or_else(|p| p.into_inner()).get(&order.platform).cloned();
+        let target = target.ok_or_else(|| format!("no webhook target set for {}", order.platform))?;
+        let webhook_id = order.extra.get("webhook_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        match order.platform.as_str() {
+            "shopify" => self.shopify.deliver(&target, &order, &webhook_id).await,
+            other => Err(format!("the sandbox has no platform `{other}`")),
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    let h = random_hex(16);
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn control(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/catalog", get(catalog))
+        .route("/orders", post(place).get(orders))
+        .route("/orders/{id}", get(order))
+        .route("/orders/{id}/redeliver", post(redeliver))
+        .route("/effects", get(effects))
+        .route("/stock", put(set_stock))
+        .route("/webhook-targets/{platform}", put(set_target))
+        .with_state(shared)
+}
+
+fn bad(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": message.into()}))).into_response()
+}
+
+async fn catalog(State(s): State<Arc<Shared>>) -> Response {
+    let stock: Vec<_> = s.erp.products().iter().map(|p| json!({"sku": p.sku, "levels": s.erp.levels(&p.sku)})).collect();
+    axum::Json(json!({"products": s.erp.products(), "locations": s.erp.locations(), "customers": s.erp.customers(), "stock": stock})).into_response()
+}
+
+#[derive(Deserialize)]
+struct PlaceOrder {
+    platform: String,
+    customer: u64,
+    lines: Vec<LineRequest>,
+}
+
+async fn place(State(s): State<Arc<Shared>>, axum::Json(req): axum::Json<PlaceOrder>) -> Response {
+    match s.place_order(&req.platform, req.customer, &req.lines).await {
+        Ok((order, status)) => axum::Json(json!({"order": order, "delivery_status": status})).into_response(),
+        Err(e) => bad(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn orders(State(s): State<Arc<Shared>>) -> Response {
+    axum::Json(json!({"orders": s.erp.orders()})).into_response()
+}
+
+async fn order(State(s): State<Arc<Shared>>, Path(id): Path<u64>) -> Response {
+    match s.erp.order(id) {
+        Some(o) => axum::Json(json!({"order": o})).into_response(),
+        None => bad(StatusCode::NOT_FOUND, format!("no order {id}")),
+    }
+}
+
+async fn redeliver(State(s): State<Arc<Shared>>, Path(id): Path<u64>) -> Response {
+    match s.deliver(id).await {
+        Ok(status) => axum::Json(json!({"delivery_status": status})).into_response(),
+        Err(e) => bad(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn effects(State(s): State<Arc<Shared>>) -> Response {
+    axum::Json(json!({"effects": s.erp.effects(), "attempts": s.erp.attempts()})).into_response()
+}
+
+#[derive(Deserialize)]
+struct SetStock {
+    sku: String,
+    location: Option<u64>,
+    on_hand: i64,
+    #[serde(default)]
+    incoming: i64,
+    eta: Option<String>,
+}
+
+async fn set_stock(State(s): State<Arc<Shared>>, axum::Json(req): axum::Json<SetStock>) -> Response {
+    let Some(loc) = req.location.or_else(|| s.erp.locations().first().map(|l| l.id)) else {
+        return bad(StatusCode::BAD_REQUEST, "the sandbox has no locations");
+    };
+    s.erp.set_stock(&req.sku, loc, req.on_hand, req.incoming, req.eta.as_deref());
+    axum::Json(json!({"sku": req.sku, "levels": s.erp.levels(&req.sku)})).into_response()
+}
+
+#[derive(Deserialize)]
+struct Target {
+    url: String,
+}
+
+async fn set_target(State(s): State<Arc<Shared>>, Path(platform): Path<String>, axum::Json(t): axum::Json<Target>) -> Response {
+    s.targets.write().unwrap_or_else(|p| p.into_inner()).insert(platform.clone(), t.url.clone());
+    axum::Json(json!({"platform": platform, "url": t.url})).into_response()
+}

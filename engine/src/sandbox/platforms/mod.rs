@@ -1,0 +1,3 @@
+//! One simulator a platform, each a thin adapter over the mock ERP.
+
+pub mod shopify;

@@ -1,0 +1,437 @@
+//! Shopify, simulated: the Admin GraphQL endpoint and signed `orders/create`
+//! webhooks, in Shopify's own shapes.
+//!
+//! What it imitates: `X-Shopify-Access-Token` auth (401 with Shopify's error
+//! text otherwise), the GraphQL envelope (`data`, top-level `errors`,
+//! `userErrors` in mutation payloads, `extensions.cost` with a leaky-bucket
+//! throttle answering `THROTTLED`), GIDs, the REST-shaped webhook body and its
+//! headers, HMAC-SHA256 base64 signatures over the raw body, and the
+//! `@idempotent(key:)` directive on `inventoryAdjustQuantities`.
+//!
+//! GraphQL is not parsed in full: the first field of the operation picks the
+//! resolver and its arguments come from `variables`, which is how every
+//! client that follows Shopify's guidance sends them.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::config::raw::SignatureAlgorithm;
+use crate::connector::webhook::hmac_bytes;
+use crate::sandbox::erp::{Erp, OrderState, SimOrder};
+
+/// Credentials the simulated shop accepts and signs with.
+#[derive(Debug, Clone)]
+pub struct ShopifyCredentials {
+    pub shop: String,
+    pub access_token: String,
+    pub webhook_secret: String,
+}
+
+/// The GraphQL cost bucket (points; Shopify's Standard plan refills 100/s).
+#[derive(Debug, Clone, Copy)]
+pub struct CostLimits {
+    pub maximum: f64,
+    pub restore_per_second: f64,
+}
+
+impl Default for CostLimits {
+    fn default() -> Self {
+        CostLimits { maximum: 2000.0, restore_per_second: 100.0 }
+    }
+}
+
+pub struct ShopifySim {
+    pub erp: Arc<Erp>,
+    pub creds: ShopifyCredentials,
+    limits: CostLimits,
+    bucket: Mutex<(f64, Instant)>,
+    client: reqwest::Client,
+}
+
+const QUERY_COST: f64 = 10.0;
+const API_VERSION: &str = "2026-10";
+
+fn gid(kind: &str, id: u64) -> String {
+    format!("gid://shopify/{kind}/{id}")
+}
+
+fn parse_gid(gid: &str, kind: &str) -> Option<u64> {
+    gid.strip_prefix(&format!("gid://shopify/{kind}/"))?.split('?').next()?.parse().ok()
+}
+
+impl ShopifySim {
+    pub fn new(erp: Arc<Erp>, creds: ShopifyCredentials, limits: CostLimits) -> Arc<Self> {
+        Arc::new(ShopifySim { erp, creds, limits, bucket: Mutex::new((limits.maximum, Instant::now())), client: reqwest::Client::new() })
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new().route("/admin/api/{version}/graphql.json", post(graphql)).with_state(self.clone())
+    }
+
+    /// Take `cost` points from the bucket; `Err(available)` when throttled.
+    fn spend(&self, cost: f64) -> Result<f64, f64> {
+        let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * self.limits.restore_per_second).min(self.limits.maximum);
+        b.1 = now;
+        if b.0 < cost {
+            return Err(b.0);
+        }
+        b.0 -= cost;
+        Ok(b.0)
+    }
+
+    fn cost_extension(&self, cost: f64, available: f64) -> Value {
+        json!({"cost": {"requestedQueryCost": cost, "actualQueryCost": cost, "throttleStatus": {
+            "maximumAvailable": self.limits.maximum, "currentlyAvailable": available.floor(), "restoreRate": self.limits.restore_per_second}}})
+    }
+
+    /// The order as Shopify sends it in an `orders/create` webhook (REST shape).
+    pub fn order_payload(&self, o: &SimOrder) -> Value {
+        let line_items: Vec<Value> = o
+            .lines
+            .iter()
+            .map(|l| {
+                let p = self.erp.product_by_sku(&l.sku);
+                let (pid, title, price) = p.map_or((0, l.sku.clone(), "0.00".into()), |p| (p.id, p.title, p.price));
+                json!({"id": l.id, "admin_graphql_api_id": gid("LineItem", l.id), "variant_id": pid + 36_000_000_000, "product_id": pid,
+                       "sku": l.sku, "title": title, "name": title, "quantity": l.qty, "fulfillable_quantity": l.qty, "price": price,
+                       "requires_shipping": true, "fulfillment_status": null})
+            })
+            .collect();
+        let c = &o.customer;
+        let name = format!("{} {}", c.first_name, c.last_name);
+        json!({
+            "id": o.id, "admin_graphql_api_id": gid("Order", o.id), "name": format!("#{}", o.number), "order_number": o.number,
+            "email": c.email, "created_at": o.created_at, "updated_at": o.created_at, "processed_at": o.created_at,
+            "financial_status": "paid", "fulfillment_status": null, "cancelled_at": null, "cancel_reason": null,
+            "tags": "", "note": null, "currency": "USD", "test": false,
+            "customer": {"id": c.id, "admin_graphql_api_id": gid("Customer", c.id), "email": c.email, "first_name": c.first_name,
+                         "last_name": c.last_name, "tags": c.tags.join(", "), "state": "enabled"},
+            "billing_address": {"name": name, "company": if c.company.is_empty() { Value::Null } else { json!(c.company) }},
+            "line_items": line_items,
+        })
+    }
+
+    /// Sign and POST an `orders/create` webhook to `url`; the HTTP status comes back.
+    /// `webhook_id` stays the same when a delivery is retried.
+    pub async fn deliver(&self, url: &str, order: &SimOrder, webhook_id: &str) -> Result<u16, String> {
+        let body = serde_json::to_vec(&self.order_payload(order)).expect("JSON serializes");
+        let signature = base64::engine::general_purpose::STANDARD.encode(hmac_bytes(SignatureAlgorithm::HmacSha256, self.creds.webhook_secret.as_bytes(), &body));
+        let resp = self
+            .client
+            .post(url)
+            .header("Content-Type", "application/json")
+            .header("X-Shopify-Topic", "orders/create")
+            .header("X-Shopify-Hmac-Sha256", signature)
+            .header("X-Shopify-Shop-Domain", format!("{}.myshopify.com", self.creds.shop))
+            .header("X-Shopify-API-Version", API_VERSION)
+            .header("X-Shopify-Webhook-Id", webhook_id)
+            .header("X-Shopify-Event-Id", format!("evt-{}", order.id))
+            .header("X-Shopify-Triggered-At", order.created_at.as_str())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(resp.status().as_u16())
+    }
+}
+
+fn unauthorized() -> Response {
+    (StatusCode::UNAUTHORIZED, axum::Json(json!({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}))).into_response()
+}
+
+fn gql_error(message: &str) -> Response {
+    (StatusCode::OK, axum::Json(json!({"errors": [{"message": message, "locations": [{"line": 1, "column": 1}]}]}))).into_response()
+}
+
+/// The first field selected by the operation: `productVariants`, `tagsAdd`, ….
+fn root_field(query: &str) -> Option<&str> {
+    let body = &query[query.find('{')? + 1..];
+    let start = body.find(|c: char| c.is_ascii_alphabetic() || c == '_')?;
+    let rest = &body[start..];
+    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// The root field's arguments, with `$variables` replaced by their values.
+fn root_args(query: &str, vars: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    let Some(field) = root_field(query) else { return Value::Object(out) };
+    let body = &query[query.find('{').unwrap_or(0)..];
+    let Some(at) = body.find(field) else { return Value::Object(out) };
+    let rest = &body[at + field.len()..];
+    if !rest.trim_start().starts_with('(') {
+        return Value::Object(out);
+    }
+    let open = rest.find('(').expect("checked above") + 1;
+    let mut depth = 0;
+    let mut end = rest.len();
+    for (i, c) in rest[open..].char_indices() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' if depth == 0 => {
+                end = open + i;
+                break;
+            }
+            ')' | ']' | '}' => depth -= 1,
+            _ => {}
+        }
+    }
+    let mut parts = Vec::new();
+    let (mut depth, mut start, mut in_str) = (0, open, false);
+    for (i, c) in rest[open..end].char_indices() {
+        match c {
+            '"' => in_str = !in_str,
+            '(' | '[' | '{' if !in_str => depth += 1,
+            ')' | ']' | '}' if !in_str => depth -= 1,
+            ',' if depth == 0 && !in_str => {
+                parts.push(&rest[start..open + i]);
+                start = open + i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&rest[start..end]);
+    for part in parts {
+        let Some((name, value)) = part.split_once(':') else { continue };
+        let value = value.trim();
+        let v = if let Some(var) = value.strip_prefix('$') {
+            vars.get(var).cloned().unwrap_or(Value::Null)
+        } else if let Ok(v) = serde_json::from_str::<Value>(value) {
+            v
+        } else {
+            Value::String(value.to_string())
+        };
+        out.insert(name.trim().to_string(), v);
+    }
+    Value::Object(out)
+}
+
+/// `@idempotent(key: "…")` in the query text.
+fn idempotent_key(query: &str) -> Option<String> {
+    let at = query.find("@idempotent")?;
+    let rest = &query[at..];
+    let open = rest.find('"')? + 1;
+    let close = rest[open..].find('"')? + open;
+    Some(rest[open..close].to_string())
+}
+
+/// The quantity names a `quantities(names: [...])` selection asks for.
+fn quantity_names(query: &str) -> Vec<String> {
+    let Some(at) = query.find("quantities(names:") else { return vec!["available".into()] };
+    let rest = &query[at..];
+    let (Some(open), Some(close)) = (rest.find('['), rest.find(']')) else { return vec!["available".into()] };
+    rest[open + 1..close].split(',').map(|s| s.trim().trim_matches('"').to_string()).filter(|s| !s.is_empty()).collect()
+}
+
+async fn graphql(State(sim): State<Arc<ShopifySim>>, Path(version): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if headers.get("x-shopify-access-token").and_then(|v| v.to_str().ok()) != Some(sim.creds.access_token.as_str()) {
+        return unauthorized();
+    }
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, axum::Json(json!({"errors": "Bad Request"}))).into_response();
+    };
+    let query = req.get("query").and_then(Value::as_str).unwrap_or("");
+    let variables = req.get("variables").cloned().unwrap_or(json!({}));
+    let Some(field) = root_field(query) else { return gql_error("syntax error, unexpected end of file") };
+    let vars = root_args(query, &variables);
+    let available = match sim.spend(QUERY_COST) {
+        Ok(a) => a,
+        Err(a) => {
+            return (
+                StatusCode::OK,
+                axum::Json(json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED",
+                    "documentation": "https://shopify.dev/api/usage/rate-limits"}}], "extensions": sim.cost_extension(QUERY_COST, a)})),
+            )
+                .into_response();
+        }
+    };
+    let data = match field {
+        "productVariants" => product_variants(&sim, query, &vars),
+        "order" => order(&sim, &vars),
+        "tagsAdd" => tags_add(&sim, &vars),
+        "fulfillmentOrderHold" => hold(&sim, &vars),
+        "orderCancel" => cancel(&sim, &vars),
+        "inventoryAdjustQuantities" => match adjust(&sim, query, &vars, &version) {
+            Ok(d) => d,
+            Err(resp) => return resp,
+        },
+        other => return gql_error(&format!("Field '{other}' doesn't exist on type 'QueryRoot'")),
+    };
+    (StatusCode::OK, axum::Json(json!({"data": data, "extensions": sim.cost_extension(QUERY_COST, available)}))).into_response()
+}
+
+fn product_variants(sim: &ShopifySim, query: &str, vars: &Value) -> Value {
+    let search = vars.get("query").and_then(Value::as_str).unwrap_or("");
+    let sku = search.strip_prefix("sku:").unwrap_or(search).trim().trim_matches(|c| c == '"' || c == '\'');
+    let names = quantity_names(query);
+    let nodes: Vec<Value> = match sim.erp.product_by_sku(sku) {
+        None => Vec::new(),
+        Some(p) => {
+            let levels: Vec<Value> = sim
+                .erp
+                .levels(&p.sku)
+                .into_iter()
+                .map(|(loc, l)| {
+                    let quantities: Vec<Value> = names
+                        .iter()
+                        .map(|n| {
+                            let q = match n.as_str() {
+                                "on_hand" => l.on_hand,
+                                "available" => l.available(),
+                                "committed" => l.committed,
+                                "incoming" => l.incoming,
+                                _ => 0,
+                            };
+                            json!({"name": n, "quantity": q})
+                        })
+                        .collect();
+                    json!({"location": {"id": gid("Location", loc.id), "name": loc.name}, "quantities": quantities})
+                })
+                .collect();
+            vec![json!({
+                "id": gid("ProductVariant", p.id + 36_000_000_000), "sku": p.sku,
+                "product": {"id": gid("Product", p.id), "status": if p.discontinued { "ARCHIVED" } else { "ACTIVE" }, "tags": p.tags},
+                "inventoryItem": {"id": gid("InventoryItem", p.id + 40_000_000_000), "tracked": true, "inventoryLevels": {"nodes": levels}},
+            })]
+        }
+    };
+    json!({"productVariants": {"nodes": nodes}})
+}
+
+fn order(sim: &ShopifySim, vars: &Value) -> Value {
+    let id = vars.get("id").and_then(Value::as_str).and_then(|g| parse_gid(g, "Order"));
+    match id.and_then(|id| sim.erp.order(id)) {
+        None => json!({"order": null}),
+        Some(o) => {
+            let nodes: Vec<Value> = o
+                .fulfillment_orders
+                .iter()
+                .filter(|fo| !o.holds.iter().any(|h| h.fulfillment_order == **fo) && o.state != OrderState::Cancelled)
+                .map(|fo| json!({"id": gid("FulfillmentOrder", *fo), "status": "OPEN"}))
+                .collect();
+            json!({"order": {"id": gid("Order", o.id), "fulfillmentOrders": {"nodes": nodes}}})
+        }
+    }
+}
+
+fn tags_add(sim: &ShopifySim, vars: &Value) -> Value {
+    let id = vars.get("id").and_then(Value::as_str).and_then(|g| parse_gid(g, "Order"));
+    let tags: Vec<String> = vars.get("tags").and_then(Value::as_array).map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let Some(id) = id.filter(|id| sim.erp.order(*id).is_some()) else {
+        return json!({"tagsAdd": {"node": null, "userErrors": [{"field": ["id"], "message": "Order does not exist"}]}});
+    };
+    for t in &tags {
+        sim.erp.update_order(id, |o| o.tags.insert(t.clone()));
+        sim.erp.effect("shopify", "tags_add", Some(id), &format!("shopify:tag:{id}:{t}"), json!({"tag": t}));
+    }
+    json!({"tagsAdd": {"node": {"id": gid("Order", id)}, "userErrors": []}})
+}
+
+fn hold(sim: &ShopifySim, vars: &Value) -> Value {
+    let fo = vars.get("id").and_then(Value::as_str).and_then(|g| parse_gid(g, "FulfillmentOrder"));
+    let hold = vars.get("fulfillmentHold").cloned().unwrap_or(json!({}));
+    let handle = hold.get("handle").and_then(Value::as_str).unwrap_or("").to_string();
+    let reason = hold.get("reason").and_then(Value::as_str).unwrap_or("").to_string();
+    let Some(order) = fo.and_then(|fo| sim.erp.order_by_fulfillment_order(fo)) else {
+        return json!({"fulfillmentOrderHold": {"fulfillmentHold": null, "fulfillmentOrder": null,
+            "userErrors": [{"field": ["id"], "message": "Fulfillment order does not exist.", "code": "FULFILLMENT_ORDER_NOT_FOUND"}]}});
+    };
+    let fo = fo.expect("found above");
+    if order.holds.iter().any(|h| h.fulfillment_order == fo && h.handle == handle) {
+        sim.erp.effect("shopify", "fulfillment_hold", Some(order.id), &format!("shopify:hold:{fo}:{handle}"), Value::Null);
+        return json!({"fulfillmentOrderHold": {"fulfillmentHold": null, "fulfillmentOrder": {"id": gid("FulfillmentOrder", fo), "status": "ON_HOLD"},
+            "userErrors": [{"field": ["fulfillmentHold", "handle"], "message": "The handle provided for the fulfillment hold is already in use by this app for another hold on this fulfillment order.", "code": "DUPLICATE_FULFILLMENT_HOLD_HANDLE"}]}});
+    }
+    let notes = hold.get("reasonNotes").and_then(Value::as_str).unwrap_or("").to_string();
+    sim.erp.update_order(order.id, |o| {
+        o.holds.push(crate::sandbox::erp::Hold { fulfillment_order: fo, handle: handle.clone(), reason: reason.clone(), notes: notes.clone() });
+        o.state = OrderState::OnHold;
+    });
+    sim.erp.effect("shopify", "fulfillment_hold", Some(order.id), &format!("shopify:hold:{fo}:{handle}"), json!({"reason": reason, "notes": notes}));
+    json!({"fulfillmentOrderHold": {"fulfillmentHold": {"id": gid("FulfillmentHold", fo), "handle": handle},
+        "fulfillmentOrder": {"id": gid("FulfillmentOrder", fo), "status": "ON_HOLD"}, "userErrors": []}})
+}
+
+fn cancel(sim: &ShopifySim, vars: &Value) -> Value {
+    let id = vars.get("orderId").and_then(Value::as_str).and_then(|g| parse_gid(g, "Order"));
+    let Some(order) = id.and_then(|id| sim.erp.order(id)) else {
+        return json!({"orderCancel": {"job": null, "orderCancelUserErrors": [{"field": ["orderId"], "message": "Order does not exist", "code": "NOT_FOUND"}], "userErrors": []}});
+    };
+    for required in ["reason", "restock", "refundMethod"] {
+        if vars.get(required).is_none() {
+            return json!({"orderCancel": {"job": null, "orderCancelUserErrors": [{"field": [required], "message": format!("{required} is required"), "code": "INVALID"}], "userErrors": []}});
+        }
+    }
+    let key = format!("shopify:cancel:{}", order.id);
+    if order.state == OrderState::Cancelled {
+        sim.erp.effect("shopify", "order_cancel", Some(order.id), &key, Value::Null);
+        return json!({"orderCancel": {"job": null, "orderCancelUserErrors": [{"field": ["orderId"], "message": "Cannot cancel an order that has already been canceled", "code": "INVALID"}], "userErrors": []}});
+    }
+    let reason = vars.get("reason").and_then(Value::as_str).unwrap_or("OTHER").to_string();
+    sim.erp.update_order(order.id, |o| {
+        o.state = OrderState::Cancelled;
+        o.cancel_reason = Some(reason.clone());
+        if let Some(note) = vars.get("staffNote").and_then(Value::as_str) {
+            o.notes.push(note.to_string());
+        }
+    });
+    if vars.get("restock").and_then(Value::as_bool) == Some(true) {
+        sim.erp.release_commitment(order.id);
+    }
+    sim.erp.effect("shopify", "order_cancel", Some(order.id), &key, json!({"reason": reason}));
+    json!({"orderCancel": {"job": {"id": gid("Job", order.id), "done": false}, "orderCancelUserErrors": [], "userErrors": []}})
+}
+
+fn adjust(sim: &ShopifySim, query: &str, vars: &Value, version: &str) -> Result<Value, Response> {
+    let key = idempotent_key(query);
+    if key.is_none() && version >= "2026-04" {
+        return Err(gql_error("The @idempotent directive is required for this mutation."));
+    }
+    let input = vars.get("input").cloned().unwrap_or(json!({}));
+    let changes = input.get("changes").and_then(Value::as_array).cloned().unwrap_or_default();
+    let key = key.unwrap_or_else(|| format!("no-key:{}", serde_json::to_string(&input).unwrap_or_default()));
+    let first_time = sim.erp.effect("shopify", "inventory_adjust", None, &format!("shopify:adjust:{key}"), input.clone());
+    let mut out = Vec::new();
+    for c in &changes {
+        let item = c.get("inventoryItemId").and_then(Value::as_str).and_then(|g| parse_gid(g, "InventoryItem"));
+        let loc = c.get("locationId").and_then(Value::as_str).and_then(|g| parse_gid(g, "Location"));
+        let delta = c.get("delta").and_then(Value::as_i64).unwrap_or(0);
+        let product = item.and_then(|i| sim.erp.product_by_id(i.saturating_sub(40_000_000_000)));
+        match (product, loc) {
+            (Some(p), Some(loc)) => {
+                if first_time {
+                    sim.erp.adjust_on_hand(&p.sku, loc, delta);
+                }
+                out.push(json!({"name": "available", "delta": delta}));
+            }
+            _ => return Ok(json!({"inventoryAdjustQuantities": {"inventoryAdjustmentGroup": null, "userErrors": [{"field": ["input", "changes"], "message": "The specified inventory item could not be found.", "code": "INVENTORY_ITEM_NOT_FOUND"}]}})),
+        }
+    }
+    Ok(json!({"inventoryAdjustQuantities": {"inventoryAdjustmentGroup": {"createdAt": "2026-01-01T00:00:00Z", "reason": input.get("reason"), "changes": out}, "userErrors": []}}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_root_field_and_directive() {
+        assert_eq!(root_field("query X($q: String!) { productVariants(first: 1) { nodes { id } } }"), Some("productVariants"));
+        assert_eq!(root_field("mutation { tagsAdd(id: $id) { node { id } } }"), Some("tagsAdd"));
+        assert_eq!(idempotent_key(r#"inventoryAdjustQuantities(input: $input) @idempotent(key: "abc-1") {"#).as_deref(), Some("abc-1"));
+        assert_eq!(quantity_names(r#"quantities(names: ["on_hand", "incoming"]) { name }"#), vec!["on_hand", "incoming"]);
+        assert_eq!(parse_gid("gid://shopify/Order/42", "Order"), Some(42));
+        let args = root_args("mutation H($x: ID!, $h: In!) { fulfillmentOrderHold(id: $x, fulfillmentHold: $h, note: \"a, b\", n: 3) { id } }", &json!({"x": "gid", "h": {"reason": "R"}}));
+        assert_eq!(args, json!({"id": "gid", "fulfillmentHold": {"reason": "R"}, "note": "a, b", "n": 3}));
+    }
+}
