@@ -1,1 +1,8 @@
-fn main(){}
+//! Integration tests: each boots the real `ordersync` binary on a loopback
+//! port against the built-in sandbox and waits on conditions through the
+//! admin API. One test binary, one module per area.
+
+mod config;
+mod intake;
+mod shopify;
+mod support;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rhai::{Dynamic, Engine, Position, Scope, AST};
+use rhai::{AST, Dynamic, Engine, Position, Scope};
 use serde_json::Value;
 
 use crate::model::Decision;
@@ -109,7 +109,9 @@ impl RuleEngine {
             .set_max_functions(1_000);
         engine.disable_symbol("eval");
         engine.on_print(|s| tracing::info!(target: "ordersync::rule", "{s}"));
-        engine.on_debug(|s, src, pos| tracing::debug!(target: "ordersync::rule", source = src.unwrap_or(""), line = pos.line().unwrap_or(0), "{s}"));
+        engine.on_debug(
+            |s, src, pos| tracing::debug!(target: "ordersync::rule", source = src.unwrap_or(""), line = pos.line().unwrap_or(0), "{s}"),
+        );
         RuleEngine { engine, limits }
     }
 
@@ -133,7 +135,10 @@ impl RuleEngine {
         let mut scope = Scope::new();
         if let Value::Object(map) = input {
             for (k, v) in map {
-                let d: Dynamic = rhai::serde::to_dynamic(v).map_err(|e| RuleFailure::BadResult { file: file.clone(), message: format!("input `{k}` could not be converted: {e}") })?;
+                let d: Dynamic = rhai::serde::to_dynamic(v).map_err(|e| RuleFailure::BadResult {
+                    file: file.clone(),
+                    message: format!("input `{k}` could not be converted: {e}"),
+                })?;
                 scope.push_dynamic(k.as_str(), d);
             }
         }
@@ -177,7 +182,9 @@ fn outcome_from(result: Dynamic) -> Result<RuleOutcome, String> {
         return Err(format!("a {type_name} instead of a map like #{{ decision: \"approve\", reason: \"...\" }}"));
     };
     let decision = match map.get("decision") {
-        Some(Value::String(s)) => Decision::parse(s).ok_or_else(|| format!("decision \"{s}\"; expected \"approve\", \"reject\" or \"waitlist\""))?,
+        Some(Value::String(s)) => {
+            Decision::parse(s).ok_or_else(|| format!("decision \"{s}\"; expected \"approve\", \"reject\" or \"waitlist\""))?
+        }
         Some(other) => return Err(format!("decision {other}; expected a string")),
         None => return Err("a map without `decision`".into()),
     };

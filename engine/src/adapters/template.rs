@@ -164,7 +164,9 @@ impl Templates {
 fn describe(e: &RenderError, source: &str) -> String {
     match e.reason() {
         RenderErrorReason::MissingVariable(Some(path)) => format!("template `{}` reads `{path}`, which is missing", short(source)),
-        RenderErrorReason::MissingVariable(None) => format!("template `{}` reads a missing value", short(source)),
+        RenderErrorReason::MissingVariable(None) => {
+            format!("template `{}` reads a missing value", short(source))
+        }
         other => format!("template `{}` failed: {other}", short(source)),
     }
 }

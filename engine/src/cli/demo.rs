@@ -122,14 +122,28 @@ async fn demo(args: &Args, config_dir: PathBuf, work: &std::path::Path) -> anyho
     for o in &placed {
         let rec = daemon.runtime.store.order(&format!("shopify-main:{}", o.id))?.context("order missing")?;
         *counts.entry(rec.status.as_str()).or_insert(0) += 1;
-        let who = if o.customer.company.is_empty() { format!("{} {}", o.customer.first_name, o.customer.last_name) } else { o.customer.company.clone() };
+        let who = if o.customer.company.is_empty() {
+            format!("{} {}", o.customer.first_name, o.customer.last_name)
+        } else {
+            o.customer.company.clone()
+        };
         let lines: Vec<String> = o.lines.iter().map(|l| format!("{}×{}", l.qty, l.sku)).collect();
-        let _ = writeln!(report, "#{:<6} {:<30} {:<44} {:<10} {}", o.number, clip(&who, 30), clip(&lines.join(" "), 44), rec.status.as_str(), rec.reason);
+        let _ = writeln!(
+            report,
+            "#{:<6} {:<30} {:<44} {:<10} {}",
+            o.number,
+            clip(&who, 30),
+            clip(&lines.join(" "), 44),
+            rec.status.as_str(),
+            rec.reason
+        );
     }
     println!("{report}");
     println!("What Shopify received:");
     for o in &placed {
-        let Some(s) = sandbox.erp.order(o.id) else { continue };
+        let Some(s) = sandbox.erp.order(o.id) else {
+            continue;
+        };
         let mut what = Vec::new();
         if !s.tags.is_empty() {
             what.push(format!("tags {}", s.tags.iter().cloned().collect::<Vec<_>>().join(",")));

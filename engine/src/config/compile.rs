@@ -47,20 +47,25 @@ pub struct Compiler {
     /// them are not reported a second time.
     pub broken_connectors: std::collections::BTreeSet<String>,
     pub broken_connections: std::collections::BTreeSet<String>,
+    /// The instance config itself failed: no connection can be checked.
+    pub instance_broken: bool,
     templates: TemplateBuilder,
     pub rules: RuleEngine,
 }
 
 /// A workflow compiled up to the point where it needs its connection.
 pub struct WorkflowDraft {
+    /// False when the file had errors of its own: references are still
+    /// checked, but the workflow is not built.
+    pub ok: bool,
     pub name: String,
     pub file: std::path::PathBuf,
     pub connection: String,
-    pub trigger: Trigger,
-    pub mapping: OrderMapping,
+    pub trigger: Option<Trigger>,
+    pub mapping: Option<OrderMapping>,
     pub stock_request: String,
     pub safety_stock: i64,
-    pub rule: Rule,
+    pub rule: Option<Rule>,
     pub params: Value,
     pub steps: BTreeMap<Decision, Vec<StepDraft>>,
 }
@@ -84,7 +89,14 @@ pub struct ConnectionDraft {
 
 impl Compiler {
     pub fn new(rules: RuleEngine) -> Self {
-        Compiler { diags: Diagnostics::default(), broken_connectors: Default::default(), broken_connections: Default::default(), templates: TemplateBuilder::new(), rules }
+        Compiler {
+            diags: Diagnostics::default(),
+            broken_connectors: Default::default(),
+            broken_connections: Default::default(),
+            instance_broken: false,
+            templates: TemplateBuilder::new(),
+            rules,
+        }
     }
 
     pub fn finish_templates(&mut self) -> Templates {
@@ -100,7 +112,10 @@ impl Compiler {
             Ok(t) => Some(t),
             Err(e) => {
                 let pos = src.spans.locate_within(field, e.line, e.col);
-                self.push(Diagnostic::new(src.file, pos, field, e.message).with_help("templates use Handlebars: {{order.number}}, {{json value}}, {{#each order.lines}}…{{/each}}"));
+                self.push(
+                    Diagnostic::new(src.file, pos, field, e.message)
+                        .with_help("templates use Handlebars: {{order.number}}, {{json value}}, {{#each order.lines}}…{{/each}}"),
+                );
                 None
             }
         }
@@ -111,7 +126,10 @@ impl Compiler {
             Ok(p) => Some(p),
             Err(e) => {
                 let (line, col) = src.spans.locate(field);
-                self.push(Diagnostic::new(src.file, (line, col + e.col.saturating_sub(1)), field, e.message).with_help("expected a JSONPath such as `$.line_items[*].sku`"));
+                self.push(
+                    Diagnostic::new(src.file, (line, col + e.col.saturating_sub(1)), field, e.message)
+                        .with_help("expected a JSONPath such as `$.line_items[*].sku`"),
+                );
                 None
             }
         }
@@ -418,7 +436,10 @@ impl Compiler {
             if self.diags.len() > before {
                 self.broken_connections.insert(name.clone());
             } else {
-                out.insert(name.clone(), ConnectionDraft { name: name.clone(), connector: connector.clone(), base_url: c.base_url.clone(), values, secrets });
+                out.insert(
+                    name.clone(),
+                    ConnectionDraft { name: name.clone(), connector: connector.clone(), base_url: c.base_url.clone(), values, secrets },
+                );
             }
         }
         out
@@ -426,7 +447,13 @@ impl Compiler {
 
     // ------------------------------------------------------------- workflow
 
-    pub fn workflow(&mut self, file: &Path, parsed: &Parsed<raw::WorkflowFile>, rules: &mut BTreeMap<std::path::PathBuf, Option<Rule>>, workflows_dir: &Path) -> Option<WorkflowDraft> {
+    pub fn workflow(
+        &mut self,
+        file: &Path,
+        parsed: &Parsed<raw::WorkflowFile>,
+        rules: &mut BTreeMap<std::path::PathBuf, Option<Rule>>,
+        workflows_dir: &Path,
+    ) -> Option<WorkflowDraft> {
         let src = Source { file, spans: &parsed.spans };
         let raw = &parsed.value;
         let before = self.diags.len();
@@ -434,7 +461,9 @@ impl Compiler {
         let trigger = match &raw.trigger.webhook {
             Some(w) => Some(Trigger::Webhook { events: w.events.clone() }),
             None => {
-                self.push(src.at("trigger", "a workflow needs a trigger").with_help("e.g. `trigger: {webhook: {events: [orders/create]}}`"));
+                self.push(
+                    src.at("trigger", "a workflow needs a trigger").with_help("e.g. `trigger: {webhook: {events: [orders/create]}}`"),
+                );
                 None
             }
         };
@@ -460,18 +489,21 @@ impl Compiler {
         let rule_path = workflows_dir.join(&raw.rule);
         let rule = match rules.get(&rule_path) {
             Some(Some(r)) => Some(r.clone()),
-            Some(None) => {
-                self.push(src.at("rule", format!("rule `{}` does not compile (see its own error)", raw.rule)));
-                None
-            }
+            // The script's own error is reported at the script.
+            Some(None) => None,
             None => {
-                self.push(src.at("rule", format!("rule file `{}` was not found next to the workflows", raw.rule)).with_help("rules live in workflows/rules/*.rhai; write e.g. `rule: rules/amusement-machines.rhai`"));
+                self.push(
+                    src.at("rule", format!("rule file `{}` was not found next to the workflows", raw.rule))
+                        .with_help("rules live in workflows/rules/*.rhai; write e.g. `rule: rules/amusement-machines.rhai`"),
+                );
                 None
             }
         };
 
         let mut steps = BTreeMap::new();
-        for (decision, list) in [(Decision::Approve, &raw.on.approve), (Decision::Reject, &raw.on.reject), (Decision::Waitlist, &raw.on.waitlist)] {
+        for (decision, list) in
+            [(Decision::Approve, &raw.on.approve), (Decision::Reject, &raw.on.reject), (Decision::Waitlist, &raw.on.waitlist)]
+        {
             let mut drafts = Vec::new();
             let mut names = std::collections::BTreeSet::new();
             for (i, s) in list.iter().enumerate() {
@@ -492,7 +524,10 @@ impl Compiler {
                         let t = self.template(src, &format!("{field}.for_each"), expr);
                         if let Some(t) = &t {
                             if !t.is_lone_expression() {
-                                self.push(src.at(&format!("{field}.for_each"), "`for_each` must be a single expression such as `{{steps.fulfillment_orders.ids}}`"));
+                                self.push(src.at(
+                                    &format!("{field}.for_each"),
+                                    "`for_each` must be a single expression such as `{{steps.fulfillment_orders.ids}}`",
+                                ));
                             }
                         }
                         t
@@ -502,27 +537,30 @@ impl Compiler {
             }
             steps.insert(decision, drafts);
         }
-        if self.diags.len() > before {
-            return None;
-        }
         Some(WorkflowDraft {
+            ok: self.diags.len() == before && trigger.is_some() && mapping.is_some() && rule.is_some(),
             name: raw.workflow.clone(),
             file: file.to_path_buf(),
             connection: raw.connection.clone(),
-            trigger: trigger?,
-            mapping: mapping?,
+            trigger,
+            mapping,
             stock_request: raw.stock.request.clone(),
             safety_stock: raw.stock.safety_stock,
-            rule: rule?,
+            rule,
             params: Value::Object(raw.params.clone().into_iter().collect()),
             steps,
         })
     }
 
     /// Resolve a draft's references against the connections.
-    pub fn link_workflow(&mut self, src: Source, draft: WorkflowDraft, connections: &BTreeMap<String, Arc<Connection>>) -> Option<Workflow> {
+    pub fn link_workflow(
+        &mut self,
+        src: Source,
+        draft: WorkflowDraft,
+        connections: &BTreeMap<String, Arc<Connection>>,
+    ) -> Option<Workflow> {
         let Some(connection) = connections.get(&draft.connection) else {
-            if self.broken_connections.contains(&draft.connection) {
+            if self.instance_broken || self.broken_connections.contains(&draft.connection) {
                 return None;
             }
             let mut d = src.at("connection", format!("no connection named `{}` in the instance config", draft.connection));
@@ -549,15 +587,20 @@ impl Compiler {
         if let Some(r) = &stock_request {
             let names: Vec<&str> = r.extract.iter().map(|(n, _)| n.as_str()).collect();
             if !names.iter().any(|n| ["on_hand", "available", "levels"].contains(n)) {
-                self.push(
-                    src.at("stock.request", format!("request `{}` extracts none of on_hand, available, levels", r.name))
-                        .with_help(format!("a stock lookup must extract one of them; it extracts: {}", if names.is_empty() { "nothing".into() } else { names.join(", ") })),
-                );
+                self.push(src.at("stock.request", format!("request `{}` extracts none of on_hand, available, levels", r.name)).with_help(
+                    format!(
+                        "a stock lookup must extract one of them; it extracts: {}",
+                        if names.is_empty() { "nothing".into() } else { names.join(", ") }
+                    ),
+                ));
             }
             let _ = STOCK_FIELDS;
         }
-        if matches!(draft.trigger, Trigger::Webhook { .. }) && connector.webhook.is_none() {
-            self.push(src.at("trigger.webhook", format!("connector `{}` declares no `webhook` section, so it cannot verify deliveries", connector.name)));
+        if matches!(draft.trigger, Some(Trigger::Webhook { .. })) && connector.webhook.is_none() {
+            self.push(src.at(
+                "trigger.webhook",
+                format!("connector `{}` declares no `webhook` section, so it cannot verify deliveries", connector.name),
+            ));
         }
         let mut steps = BTreeMap::new();
         for (decision, drafts) in draft.steps {
@@ -569,17 +612,17 @@ impl Compiler {
             }
             steps.insert(decision, list);
         }
-        if self.diags.len() > before {
+        if self.diags.len() > before || !draft.ok {
             return None;
         }
         Some(Workflow {
             name: draft.name,
             file: draft.file,
             connection: connection.clone(),
-            trigger: draft.trigger,
-            mapping: draft.mapping,
+            trigger: draft.trigger?,
+            mapping: draft.mapping?,
             stock: StockLookup { request: stock_request?, safety_stock: draft.safety_stock },
-            rule: draft.rule,
+            rule: draft.rule?,
             params: draft.params,
             steps,
         })
@@ -612,6 +655,9 @@ fn check_name(c: &mut Compiler, src: Source, field: &str, name: &str) {
         && name.chars().next().is_some_and(|ch| ch.is_ascii_alphanumeric())
         && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
     if !ok {
-        c.push(src.at(field, format!("`{name}` is not a valid name")).with_help("use letters, digits, `-` and `_`, starting with a letter or digit"));
+        c.push(
+            src.at(field, format!("`{name}` is not a valid name"))
+                .with_help("use letters, digits, `-` and `_`, starting with a letter or digit"),
+        );
     }
 }

@@ -96,10 +96,21 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
     let mut connectors = BTreeMap::new();
     let mut connector_files: BTreeMap<String, PathBuf> = BTreeMap::new();
     for f in &connector_srcs {
-        let Some(parsed) = parse::<ConnectorFile>(f, &mut c.diags) else { continue };
+        let Some(parsed) = parse::<ConnectorFile>(f, &mut c.diags) else {
+            // Its name is unknown; by convention it is the file's stem.
+            if let Some(stem) = f.path.file_stem().and_then(|s| s.to_str()) {
+                c.broken_connectors.insert(stem.to_string());
+            }
+            continue;
+        };
         let name = parsed.value.connector.clone();
         if let Some(first) = connector_files.get(&name) {
-            c.diags.push(Diagnostic::new(&f.path, parsed.spans.locate("connector"), "connector", format!("connector `{name}` is also defined in {}", first.display())));
+            c.diags.push(Diagnostic::new(
+                &f.path,
+                parsed.spans.locate("connector"),
+                "connector",
+                format!("connector `{name}` is also defined in {}", first.display()),
+            ));
             continue;
         }
         connector_files.insert(name.clone(), f.path.clone());
@@ -114,6 +125,7 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
     }
 
     let instance = instance_src.as_ref().and_then(|f| parse::<InstanceFile>(f, &mut c.diags).map(|p| (f.path.clone(), p)));
+    c.instance_broken = instance.is_none();
     let connection_drafts = match &instance {
         Some((path, parsed)) => c.connections(path, parsed, &connectors, opts.resolve_secrets),
         None => BTreeMap::new(),
@@ -123,10 +135,17 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
     let mut workflow_files: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut spans = BTreeMap::new();
     for f in &workflow_srcs {
-        let Some(parsed) = parse::<WorkflowFile>(f, &mut c.diags) else { continue };
+        let Some(parsed) = parse::<WorkflowFile>(f, &mut c.diags) else {
+            continue;
+        };
         let name = parsed.value.workflow.clone();
         if let Some(first) = workflow_files.get(&name) {
-            c.diags.push(Diagnostic::new(&f.path, parsed.spans.locate("workflow"), "workflow", format!("workflow `{name}` is also defined in {}", first.display())));
+            c.diags.push(Diagnostic::new(
+                &f.path,
+                parsed.spans.locate("workflow"),
+                "workflow",
+                format!("workflow `{name}` is also defined in {}", first.display()),
+            ));
             continue;
         }
         workflow_files.insert(name, f.path.clone());
@@ -142,22 +161,34 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
     let mut connections = BTreeMap::new();
     if let Some((path, parsed)) = &instance {
         for (name, d) in connection_drafts {
-            let values = serde_json::Value::Object(d.values.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect());
+            let values =
+                serde_json::Value::Object(d.values.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect());
             let base_url = match &d.base_url {
                 Some(u) => Ok(u.clone()),
                 None => templates.render(&d.connector.base_url, &serde_json::json!({ "values": values })),
             };
             match base_url {
                 Ok(base_url) if base_url.starts_with("http://") || base_url.starts_with("https://") => {
-                    connections.insert(name.clone(), Arc::new(Connection { name, connector: d.connector, base_url, values, secrets: d.secrets }));
+                    connections
+                        .insert(name.clone(), Arc::new(Connection { name, connector: d.connector, base_url, values, secrets: d.secrets }));
                 }
                 Ok(base_url) => {
                     c.broken_connections.insert(name.clone());
-                    c.diags.push(Diagnostic::new(path, parsed.spans.locate(&format!("connections.{name}")), format!("connections.{name}"), format!("base URL `{base_url}` must start with http:// or https://")));
+                    c.diags.push(Diagnostic::new(
+                        path,
+                        parsed.spans.locate(&format!("connections.{name}")),
+                        format!("connections.{name}"),
+                        format!("base URL `{base_url}` must start with http:// or https://"),
+                    ));
                 }
                 Err(e) => {
                     c.broken_connections.insert(name.clone());
-                    c.diags.push(Diagnostic::new(path, parsed.spans.locate(&format!("connections.{name}")), format!("connections.{name}"), e.0));
+                    c.diags.push(Diagnostic::new(
+                        path,
+                        parsed.spans.locate(&format!("connections.{name}")),
+                        format!("connections.{name}"),
+                        e.0,
+                    ));
                 }
             }
         }

@@ -10,9 +10,7 @@ pub struct MissingSecret {
 }
 
 pub fn apply(conn: &Connection, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, MissingSecret> {
-    let need = |name: &str| {
-        conn.secret(name).ok_or_else(|| MissingSecret { connection: conn.name.clone(), secret: name.to_string() })
-    };
+    let need = |name: &str| conn.secret(name).ok_or_else(|| MissingSecret { connection: conn.name.clone(), secret: name.to_string() });
     Ok(match &conn.connector.auth {
         Auth::None => req,
         Auth::Header { header, secret, prefix } => {

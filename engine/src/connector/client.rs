@@ -62,12 +62,7 @@ pub enum CallError {
     #[error("{0}")]
     Render(String),
     #[error("{message}")]
-    Failed {
-        message: String,
-        retryable: bool,
-        retry_after: Option<Duration>,
-        summary: Box<CallSummary>,
-    },
+    Failed { message: String, retryable: bool, retry_after: Option<Duration>, summary: Box<CallSummary> },
 }
 
 impl CallError {
@@ -149,7 +144,9 @@ impl HttpClient {
                 let v = render_json(templates, t, ctx)?;
                 builder.header("content-type", "application/json").body(serde_json::to_vec(&v).expect("JSON values serialize"))
             }
-            Body::Text { template, content_type } => builder.header("content-type", content_type.as_str()).body(templates.render(template, ctx)?),
+            Body::Text { template, content_type } => {
+                builder.header("content-type", content_type.as_str()).body(templates.render(template, ctx)?)
+            }
             Body::Form(fields) => {
                 let mut pairs = Vec::with_capacity(fields.len());
                 for (k, t) in fields {
@@ -180,8 +177,19 @@ impl HttpClient {
             Ok(r) => r,
             Err(e) => {
                 summary.duration_ms = started.elapsed().as_millis() as u64;
-                let what = if e.is_timeout() { "timed out" } else if e.is_connect() { "could not connect" } else { "failed in transport" };
-                return Err(fail(summary, format!("{} {} {what}: {}", req.method.as_str(), summary_path(&path), root_cause(&e)), true, None));
+                let what = if e.is_timeout() {
+                    "timed out"
+                } else if e.is_connect() {
+                    "could not connect"
+                } else {
+                    "failed in transport"
+                };
+                return Err(fail(
+                    summary,
+                    format!("{} {} {what}: {}", req.method.as_str(), summary_path(&path), root_cause(&e)),
+                    true,
+                    None,
+                ));
             }
         };
         let status = response.status().as_u16();

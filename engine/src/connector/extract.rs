@@ -96,7 +96,10 @@ mod tests {
             path: p("$.levels[*]"),
             fields: vec![
                 ("location".into(), Extractor::First { path: p("$.loc.id"), default: None, required: true }),
-                ("on_hand".into(), Extractor::First { path: p("$.q[?(@.name=='on_hand')].quantity"), default: Some(json!(0)), required: false }),
+                (
+                    "on_hand".into(),
+                    Extractor::First { path: p("$.q[?(@.name=='on_hand')].quantity"), default: Some(json!(0)), required: false },
+                ),
             ],
         };
         assert_eq!(ex.extract(&doc).unwrap(), json!([{"location": "L1", "on_hand": 4}, {"location": "L2", "on_hand": 0}]));

@@ -44,8 +44,15 @@ pub struct Connector {
 pub enum Auth {
     None,
     /// A secret in a header, behind an optional prefix.
-    Header { header: String, secret: String, prefix: String },
-    Basic { username: String, password: String },
+    Header {
+        header: String,
+        secret: String,
+        prefix: String,
+    },
+    Basic {
+        username: String,
+        password: String,
+    },
 }
 
 #[derive(Debug, Clone)]

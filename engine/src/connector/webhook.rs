@@ -28,13 +28,14 @@ pub enum VerifyError {
 /// to, needed only when the URL is part of the signed bytes.
 pub fn verify(spec: &SignatureSpec, secret: Option<&Secret>, headers: &HeaderMap, body: &[u8], url: &str) -> Result<(), VerifyError> {
     let secret = secret.ok_or_else(|| VerifyError::NoSecret(spec.secret.clone()))?;
-    let header = headers
-        .get(spec.header.as_str())
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| VerifyError::MissingHeader(spec.header.clone()))?;
-    let encoded = header.trim().strip_prefix(spec.prefix.as_str()).ok_or_else(|| VerifyError::Malformed(spec.header.clone(), "(wrong prefix)"))?;
+    let header =
+        headers.get(spec.header.as_str()).and_then(|v| v.to_str().ok()).ok_or_else(|| VerifyError::MissingHeader(spec.header.clone()))?;
+    let encoded =
+        header.trim().strip_prefix(spec.prefix.as_str()).ok_or_else(|| VerifyError::Malformed(spec.header.clone(), "(wrong prefix)"))?;
     let given = match spec.encoding {
-        SignatureEncoding::Base64 => base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| VerifyError::Malformed(spec.header.clone(), "base64"))?,
+        SignatureEncoding::Base64 => {
+            base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| VerifyError::Malformed(spec.header.clone(), "base64"))?
+        }
         SignatureEncoding::Hex => decode_hex(encoded).ok_or_else(|| VerifyError::Malformed(spec.header.clone(), "hex"))?,
     };
     let ok = match spec.algorithm {
@@ -46,7 +47,9 @@ pub fn verify(spec: &SignatureSpec, secret: Option<&Secret>, headers: &HeaderMap
 }
 
 fn check<M: Mac + hmac::digest::KeyInit>(secret: &Secret, signed: SignedBytes, url: &str, body: &[u8], given: &[u8]) -> bool {
-    let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(secret.expose().as_bytes()) else { return false };
+    let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(secret.expose().as_bytes()) else {
+        return false;
+    };
     if signed == SignedBytes::UrlAndBody {
         mac.update(url.as_bytes());
     }
@@ -119,7 +122,10 @@ mod tests {
     fn known_vector_base64() {
         // HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog")
         let s = spec(SignatureEncoding::Hex, SignedBytes::Body);
-        assert_eq!(sign(&s, "key", "", b"The quick brown fox jumps over the lazy dog"), "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8");
+        assert_eq!(
+            sign(&s, "key", "", b"The quick brown fox jumps over the lazy dog"),
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
     }
 
     #[test]

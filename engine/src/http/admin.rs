@@ -75,7 +75,12 @@ async fn orders(State(state): State<Arc<AppState>>, Query(q): Query<OrdersQuery>
     let status = match q.status.as_deref().map(|s| OrderStatus::parse(s).ok_or(s)) {
         None => None,
         Some(Ok(s)) => Some(s),
-        Some(Err(s)) => return error(StatusCode::BAD_REQUEST, format!("unknown status `{s}`; expected received, approved, rejected, waitlisted, error, cancelled or fulfilled")),
+        Some(Err(s)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown status `{s}`; expected received, approved, rejected, waitlisted, error, cancelled or fulfilled"),
+            );
+        }
     };
     match state.rt.store.orders(status, q.limit.unwrap_or(1000).min(100_000)) {
         Ok(list) => axum::Json(json!({ "orders": list })).into_response(),

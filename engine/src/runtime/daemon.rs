@@ -48,7 +48,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 impl Daemon {
     pub async fn start(opts: DaemonOptions) -> anyhow::Result<Daemon> {
-        let cfg = crate::config::load(&opts.paths, LoadOptions::default()).map_err(|d| anyhow::anyhow!("the config has {} error(s):\n{d}", d.len()))?;
+        let cfg = crate::config::load(&opts.paths, LoadOptions::default())
+            .map_err(|d| anyhow::anyhow!("the config has {} error(s):\n{d}", d.len()))?;
         std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
         let state_path = opts.state.clone().unwrap_or_else(|| opts.data_dir.join("ordersync.redb"));
         let store = Store::open(&state_path)?;
@@ -60,7 +61,8 @@ impl Daemon {
         let (queue, rx) = mpsc::unbounded_channel();
         let (stop, stopping) = watch::channel(false);
         let registry = Registry::new(cfg, opts.clock.now_rfc3339());
-        let rt = Arc::new(Runtime { store, registry, http: HttpClient::new()?, clock: opts.clock.clone(), queue, stopping: stopping.clone() });
+        let rt =
+            Arc::new(Runtime { store, registry, http: HttpClient::new()?, clock: opts.clock.clone(), queue, stopping: stopping.clone() });
 
         let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;

@@ -40,12 +40,18 @@ pub async fn accept(rt: &Runtime, wf: &Workflow, headers: &HeaderMap, body: &[u8
         if let Some(sig) = spec.and_then(|s| s.signature.as_ref()) {
             webhook::verify(sig, conn.secret(&sig.secret), headers, body, url)?;
         }
-        let event_type = spec.and_then(|s| s.event_header.as_ref()).and_then(|h| headers.get(h.as_str())).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let event_type = spec
+            .and_then(|s| s.event_header.as_ref())
+            .and_then(|h| headers.get(h.as_str()))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let Trigger::Webhook { events } = &wf.trigger;
         if !events.is_empty() {
             match &event_type {
                 Some(t) if events.iter().any(|e| e == t) => {}
-                other => return Ok(Accepted::Ignored(format!("event {} is not handled by {}", other.as_deref().unwrap_or("(none)"), wf.name))),
+                other => {
+                    return Ok(Accepted::Ignored(format!("event {} is not handled by {}", other.as_deref().unwrap_or("(none)"), wf.name)));
+                }
             }
         }
         let text = std::str::from_utf8(body).map_err(|e| Refused::BadJson(e.to_string()))?;

@@ -38,7 +38,9 @@ pub async fn process_event(rt: &Runtime, event_id: u64) {
 }
 
 async fn try_process(rt: &Runtime, event_id: u64) -> Result<(), StoreError> {
-    let Some(ev) = rt.store.event(event_id)? else { return Ok(()) };
+    let Some(ev) = rt.store.event(event_id)? else {
+        return Ok(());
+    };
     let cfg = rt.registry.current();
     let Some(wf) = cfg.workflows.get(&ev.workflow).cloned() else {
         return fail_event(rt, &ev, format!("workflow `{}` is no longer configured", ev.workflow)).await;
@@ -89,7 +91,10 @@ async fn try_process(rt: &Runtime, event_id: u64) -> Result<(), StoreError> {
     let mut reserved = reserved_now(rt, &reported)?;
     loop {
         attempt += 1;
-        let views: BTreeMap<String, StockView> = reported.iter().map(|(sku, r)| (sku.clone(), ledger::view(r, reserved.get(sku).copied().unwrap_or(0), wf.stock.safety_stock))).collect();
+        let views: BTreeMap<String, StockView> = reported
+            .iter()
+            .map(|(sku, r)| (sku.clone(), ledger::view(r, reserved.get(sku).copied().unwrap_or(0), wf.stock.safety_stock)))
+            .collect();
         let input = rule_input(&base, &views);
         let outcome = match cfg.rules.decide(&wf.rule, &input) {
             Ok((o, took)) => {
@@ -169,7 +174,14 @@ fn rule_input(base: &Value, views: &BTreeMap<String, StockView>) -> Value {
 }
 
 /// Run the stock request once per distinct SKU.
-async fn lookup_stock(rt: &Runtime, cfg: &ConfigSet, wf: &Workflow, order: &Order, base: &mut Value, audit: &mut Vec<AuditEntry>) -> Result<BTreeMap<String, ReportedStock>, String> {
+async fn lookup_stock(
+    rt: &Runtime,
+    cfg: &ConfigSet,
+    wf: &Workflow,
+    order: &Order,
+    base: &mut Value,
+    audit: &mut Vec<AuditEntry>,
+) -> Result<BTreeMap<String, ReportedStock>, String> {
     let mut out = BTreeMap::new();
     let now = rt.now();
     for sku in order.qty_by_sku().keys() {
@@ -179,17 +191,28 @@ async fn lookup_stock(rt: &Runtime, cfg: &ConfigSet, wf: &Workflow, order: &Orde
             Ok(ex) => {
                 METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "ok")]);
                 let reported = stock::from_extracts(sku, &ex.extracts, &now).map_err(|e| format!("stock lookup for {sku}: {e}"))?;
-                audit.push(AuditEntry { at: rt.now(), kind: AuditKind::Lookup, message: format!("{sku}: on hand {} ({} location(s))", reported.on_hand(), reported.levels.len()), call: Some(ex.summary) });
+                audit.push(AuditEntry {
+                    at: rt.now(),
+                    kind: AuditKind::Lookup,
+                    message: format!("{sku}: on hand {} ({} location(s))", reported.on_hand(), reported.levels.len()),
+                    call: Some(ex.summary),
+                });
                 out.insert(sku.to_string(), reported);
             }
             Err(e) => {
                 METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "failed")]);
-                audit.push(AuditEntry { at: rt.now(), kind: AuditKind::Lookup, message: format!("{sku}: lookup failed"), call: e.summary().cloned() });
+                audit.push(AuditEntry {
+                    at: rt.now(),
+                    kind: AuditKind::Lookup,
+                    message: format!("{sku}: lookup failed"),
+                    call: e.summary().cloned(),
+                });
                 return Err(format!("stock lookup for {sku} failed: {e}"));
             }
         }
     }
-    let stock_json = serde_json::to_value(out.iter().map(|(k, r)| (k.clone(), json!({"refs": r.refs}))).collect::<BTreeMap<_, _>>()).unwrap_or(Value::Null);
+    let stock_json = serde_json::to_value(out.iter().map(|(k, r)| (k.clone(), json!({"refs": r.refs}))).collect::<BTreeMap<_, _>>())
+        .unwrap_or(Value::Null);
     base["stock"] = stock_json;
     Ok(out)
 }
@@ -287,7 +310,12 @@ async fn commit_decision(
                     return Ok(Committed::Shortfall(short));
                 }
                 let summary: Vec<String> = allocations.iter().map(|a| format!("{} ×{}", a.sku, a.qty)).collect();
-                audit.push(AuditEntry { at: now.clone(), kind: AuditKind::Reserve, message: format!("reserved {}", summary.join(", ")), call: None });
+                audit.push(AuditEntry {
+                    at: now.clone(),
+                    kind: AuditKind::Reserve,
+                    message: format!("reserved {}", summary.join(", ")),
+                    call: None,
+                });
             }
             w.put_order(&record)?;
             w.put_payload(&record.order.id, &payload_bytes)?;
@@ -305,7 +333,16 @@ async fn commit_decision(
 
 /// Put the order in `error` with a message (the daemon carries on).
 #[allow(clippy::too_many_arguments)]
-async fn commit_error(rt: &Runtime, cfg: &ConfigSet, wf: &Workflow, order: Order, payload: Value, ev: EventRecord, mut audit: Vec<AuditEntry>, message: String) -> Result<(), StoreError> {
+async fn commit_error(
+    rt: &Runtime,
+    cfg: &ConfigSet,
+    wf: &Workflow,
+    order: Order,
+    payload: Value,
+    ev: EventRecord,
+    mut audit: Vec<AuditEntry>,
+    message: String,
+) -> Result<(), StoreError> {
     tracing::warn!(workflow = %wf.name, order = %order.id, "order put in error: {message}");
     let now = rt.now();
     audit.push(AuditEntry { at: now.clone(), kind: AuditKind::Error, message: message.clone(), call: None });
@@ -351,4 +388,3 @@ async fn fail_event(rt: &Runtime, ev: &EventRecord, error: String) -> Result<(),
     let failure = FailedEvent { event_id: ev.id, workflow: ev.workflow.clone(), error, at: rt.now(), payload: ev.payload.clone() };
     rt.store.write(move |w| w.fail_event(&failure)).await
 }
-

@@ -53,8 +53,12 @@ pub async fn run(rt: &Runtime, cfg: &ConfigSet, order_id: &str) {
 }
 
 async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str) -> Result<(), StoreError> {
-    let Some(mut job) = rt.store.writeback(order_id)? else { return Ok(()) };
-    let Some(record) = rt.store.order(order_id)? else { return Ok(()) };
+    let Some(mut job) = rt.store.writeback(order_id)? else {
+        return Ok(());
+    };
+    let Some(record) = rt.store.order(order_id)? else {
+        return Ok(());
+    };
     let Some(wf) = cfg.workflows.get(&job.workflow).cloned() else {
         tracing::warn!(order = order_id, workflow = %job.workflow, "write-back waits: its workflow is not configured");
         return Ok(());
@@ -82,7 +86,16 @@ async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str) -> Result<(), St
         }
         let Some(step) = steps.iter().find(|s| s.name == progress.name) else {
             let message = format!("step {} is no longer configured; skipped", progress.name);
-            mark(rt, order_id, i, StepState::Done, Vec::new(), None, AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message, call: None }).await?;
+            mark(
+                rt,
+                order_id,
+                i,
+                StepState::Done,
+                Vec::new(),
+                None,
+                AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message, call: None },
+            )
+            .await?;
             continue;
         };
         let items: Vec<Value> = match &step.for_each {
@@ -118,14 +131,24 @@ async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str) -> Result<(), St
             match rt.http.send(&cfg.templates, &wf.connection, &step.request, &call_ctx).await {
                 Ok(ex) => {
                     METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "ok")]);
-                    let entry = AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message: format!("{} sent ({})", step.name, job.decision.as_str()), call: Some(ex.summary) };
+                    let entry = AuditEntry {
+                        at: rt.now(),
+                        kind: AuditKind::Writeback,
+                        message: format!("{} sent ({})", step.name, job.decision.as_str()),
+                        call: Some(ex.summary),
+                    };
                     let id = order_id.to_string();
                     rt.store.write(move |w| w.audit(&id, &entry)).await?;
                     results.push(ex.extracts);
                 }
                 Err(e) => {
                     METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "failed")]);
-                    let entry = AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message: format!("{} failed", step.name), call: e.summary().cloned() };
+                    let entry = AuditEntry {
+                        at: rt.now(),
+                        kind: AuditKind::Writeback,
+                        message: format!("{} failed", step.name),
+                        call: e.summary().cloned(),
+                    };
                     let id = order_id.to_string();
                     rt.store.write(move |w| w.audit(&id, &entry)).await?;
                     dead_letter(rt, &job.workflow, order_id, job.decision, i, &progress, e.to_string()).await?;
@@ -162,7 +185,15 @@ fn step_results(results: &[Value], per_item: bool) -> Value {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn mark(rt: &Runtime, order_id: &str, index: usize, state: StepState, results: Vec<Value>, error: Option<String>, entry: AuditEntry) -> Result<(), StoreError> {
+async fn mark(
+    rt: &Runtime,
+    order_id: &str,
+    index: usize,
+    state: StepState,
+    results: Vec<Value>,
+    error: Option<String>,
+    entry: AuditEntry,
+) -> Result<(), StoreError> {
     let id = order_id.to_string();
     rt.store
         .write(move |w| {
@@ -180,7 +211,15 @@ async fn mark(rt: &Runtime, order_id: &str, index: usize, state: StepState, resu
         .await
 }
 
-async fn dead_letter(rt: &Runtime, workflow: &str, order_id: &str, decision: Decision, index: usize, progress: &StepProgress, error: String) -> Result<(), StoreError> {
+async fn dead_letter(
+    rt: &Runtime,
+    workflow: &str,
+    order_id: &str,
+    decision: Decision,
+    index: usize,
+    progress: &StepProgress,
+    error: String,
+) -> Result<(), StoreError> {
     tracing::warn!(order = order_id, step = %progress.name, "write-back step dead-lettered: {error}");
     METRICS.inc("ordersync_writeback_steps_total", &[("workflow", workflow), ("result", "dead_lettered")]);
     let letter = DeadLetter {
@@ -194,7 +233,8 @@ async fn dead_letter(rt: &Runtime, workflow: &str, order_id: &str, decision: Dec
         at: rt.now(),
     };
     let id = order_id.to_string();
-    let entry = AuditEntry { at: rt.now(), kind: AuditKind::Error, message: format!("step {} gave up: {error}", progress.name), call: None };
+    let entry =
+        AuditEntry { at: rt.now(), kind: AuditKind::Error, message: format!("step {} gave up: {error}", progress.name), call: None };
     rt.store
         .write(move |w| {
             w.add_dead_letter(letter)?;

@@ -151,7 +151,15 @@ impl Default for Erp {
 
 impl Erp {
     pub fn new() -> Self {
-        Erp { state: Mutex::new(State { next_order: 5_812_345_670_001, next_number: 1001, next_line: 14_123_456_001, next_fo: 6_712_345_001, ..State::default() }) }
+        Erp {
+            state: Mutex::new(State {
+                next_order: 5_812_345_670_001,
+                next_number: 1001,
+                next_line: 14_123_456_001,
+                next_fo: 6_712_345_001,
+                ..State::default()
+            }),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -169,7 +177,15 @@ impl Erp {
         let mut s = self.lock();
         let id = 9_012_345_000 + s.products.len() as u64;
         let discontinued = tags.contains(&"discontinued");
-        s.products.push(Product { id, sku: sku.into(), title: title.into(), kind, price: price.into(), tags: tags.iter().map(|t| t.to_string()).collect(), discontinued });
+        s.products.push(Product {
+            id,
+            sku: sku.into(),
+            title: title.into(),
+            kind,
+            price: price.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            discontinued,
+        });
         id
     }
 
@@ -318,7 +334,9 @@ impl Erp {
     /// Give back what a cancelled order had committed.
     pub fn release_commitment(&self, order_id: u64) {
         let mut s = self.lock();
-        let Some(o) = s.orders.get(&order_id).cloned() else { return };
+        let Some(o) = s.orders.get(&order_id).cloned() else {
+            return;
+        };
         for l in &o.lines {
             if let Some(level) = s.levels.get_mut(&(l.sku.clone(), o.location)) {
                 level.committed = (level.committed - l.qty).max(0);
@@ -333,10 +351,13 @@ impl Erp {
     }
 }
 
+/// sku, title, kind, price, tags, on hand, incoming, incoming ETA.
+type SeedRow<'a> = (&'a str, &'a str, Kind, &'a str, &'a [&'a str], i64, i64, Option<&'a str>);
+
 /// The amusement-machine catalogue the demo, tests and benchmarks use.
 pub fn seed_amusement_catalogue(erp: &Erp, eta_soon: &str, eta_late: &str) {
     let main = erp.add_location("Main warehouse");
-    let products: &[(&str, &str, Kind, &str, &[&str], i64, i64, Option<&str>)] = &[
+    let products: &[SeedRow] = &[
         ("PB-STERN-GODZ-PRO", "Godzilla Pro pinball", Kind::Machine, "8999.00", &["pinball"], 3, 0, None),
         ("PB-STERN-JAWS-PREM", "Jaws Premium pinball", Kind::Machine, "10999.00", &["pinball"], 1, 4, Some(eta_soon)),
         ("PB-JJP-ELTON-CE", "Elton John Collector's Edition pinball", Kind::Machine, "14999.00", &["pinball"], 0, 2, Some(eta_late)),

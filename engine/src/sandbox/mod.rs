@@ -35,7 +35,11 @@ impl SandboxOptions {
     /// Fresh random credentials.
     pub fn generated() -> Self {
         SandboxOptions {
-            shopify: ShopifyCredentials { shop: "arcade-supply".into(), access_token: format!("shpat_{}", random_hex(16)), webhook_secret: random_hex(32) },
+            shopify: ShopifyCredentials {
+                shop: "arcade-supply".into(),
+                access_token: format!("shpat_{}", random_hex(16)),
+                webhook_secret: random_hex(32),
+            },
             shopify_limits: CostLimits::default(),
         }
     }
@@ -152,7 +156,8 @@ fn bad(status: StatusCode, message: impl Into<String>) -> Response {
 
 async fn catalog(State(s): State<Arc<Shared>>) -> Response {
     let stock: Vec<_> = s.erp.products().iter().map(|p| json!({"sku": p.sku, "levels": s.erp.levels(&p.sku)})).collect();
-    axum::Json(json!({"products": s.erp.products(), "locations": s.erp.locations(), "customers": s.erp.customers(), "stock": stock})).into_response()
+    axum::Json(json!({"products": s.erp.products(), "locations": s.erp.locations(), "customers": s.erp.customers(), "stock": stock}))
+        .into_response()
 }
 
 #[derive(Deserialize)]

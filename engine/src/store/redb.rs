@@ -197,7 +197,9 @@ impl Store {
     }
 
     pub fn writeback(&self, order_id: &str) -> Result<Option<WritebackJob>, StoreError> {
-        self.read(|t| t.open_table(OUTBOX).map_err(storage)?.get(order_id).map_err(storage)?.map(|v| decode("write-back job", v.value())).transpose())
+        self.read(|t| {
+            t.open_table(OUTBOX).map_err(storage)?.get(order_id).map_err(storage)?.map(|v| decode("write-back job", v.value())).transpose()
+        })
     }
 
     pub fn stock(&self, sku: &str) -> Result<Vec<(String, StockRow)>, StoreError> {
@@ -223,7 +225,10 @@ impl Store {
     }
 }
 
-fn stock_rows(table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>, sku: &str) -> Result<Vec<(String, StockRow)>, StoreError> {
+fn stock_rows(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    sku: &str,
+) -> Result<Vec<(String, StockRow)>, StoreError> {
     let mut out = Vec::new();
     for row in table.range((sku, "")..).map_err(storage)? {
         let (k, v) = row.map_err(storage)?;
@@ -336,7 +341,14 @@ impl WriteTx<'_> {
             }
         }
         let id = self.next_id(NEXT_EVENT_ID)?;
-        let record = EventRecord { id, workflow: ev.workflow, received_at: ev.received_at, delivery_ids: ev.delivery_ids, event_type: ev.event_type, payload: ev.payload };
+        let record = EventRecord {
+            id,
+            workflow: ev.workflow,
+            received_at: ev.received_at,
+            delivery_ids: ev.delivery_ids,
+            event_type: ev.event_type,
+            payload: ev.payload,
+        };
         let bytes = encode(&record);
         let r = (|| {
             let mut deliveries = self.txn.open_table(DELIVERIES)?;
@@ -359,20 +371,23 @@ impl WriteTx<'_> {
     /// The event could not become an order: keep why, and drop it from the queue.
     pub fn fail_event(&mut self, failure: &FailedEvent) -> Result<(), StoreError> {
         let bytes = encode(failure);
-        let r = self.txn.open_table(FAILED_EVENTS).and_then(|mut t| t.insert(failure.event_id, bytes.as_slice()).map(|_| ()).map_err(Into::into));
+        let r = self
+            .txn
+            .open_table(FAILED_EVENTS)
+            .and_then(|mut t| t.insert(failure.event_id, bytes.as_slice()).map(|_| ()).map_err(Into::into));
         r.map_err(|e| self.fail(e))?;
         self.remove_event(failure.event_id)
     }
 
     pub fn order(&mut self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
         let table = self.txn.open_table(ORDERS).map_err(|e| self.fail(e))?;
-        let found = table.get(id).map_err(storage)?.map(|v| decode("order", v.value())).transpose();
-        found
+        table.get(id).map_err(storage)?.map(|v| decode("order", v.value())).transpose()
     }
 
     pub fn put_order(&mut self, rec: &OrderRecord) -> Result<(), StoreError> {
         let bytes = encode(rec);
-        let r = self.txn.open_table(ORDERS).and_then(|mut t| t.insert(rec.order.id.as_str(), bytes.as_slice()).map(|_| ()).map_err(Into::into));
+        let r =
+            self.txn.open_table(ORDERS).and_then(|mut t| t.insert(rec.order.id.as_str(), bytes.as_slice()).map(|_| ()).map_err(Into::into));
         r.map_err(|e| self.fail(e))
     }
 
@@ -439,14 +454,14 @@ impl WriteTx<'_> {
 
     pub fn put_writeback(&mut self, job: &WritebackJob) -> Result<(), StoreError> {
         let bytes = encode(job);
-        let r = self.txn.open_table(OUTBOX).and_then(|mut t| t.insert(job.order_id.as_str(), bytes.as_slice()).map(|_| ()).map_err(Into::into));
+        let r =
+            self.txn.open_table(OUTBOX).and_then(|mut t| t.insert(job.order_id.as_str(), bytes.as_slice()).map(|_| ()).map_err(Into::into));
         r.map_err(|e| self.fail(e))
     }
 
     pub fn writeback(&mut self, order_id: &str) -> Result<Option<WritebackJob>, StoreError> {
         let table = self.txn.open_table(OUTBOX).map_err(|e| self.fail(e))?;
-        let found = table.get(order_id).map_err(storage)?.map(|v| decode("write-back job", v.value())).transpose();
-        found
+        table.get(order_id).map_err(storage)?.map(|v| decode("write-back job", v.value())).transpose()
     }
 
     pub fn remove_writeback(&mut self, order_id: &str) -> Result<(), StoreError> {

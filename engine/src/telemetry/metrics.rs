@@ -89,8 +89,14 @@ impl Metrics {
                 families.entry(name).or_default().push((l.clone(), v.to_string()));
             }
         }
-        families.entry("ordersync_store_commits_total").or_default().push((String::new(), self.commits.load(Ordering::Relaxed).to_string()));
-        families.entry("ordersync_store_committed_jobs_total").or_default().push((String::new(), self.committed_jobs.load(Ordering::Relaxed).to_string()));
+        families
+            .entry("ordersync_store_commits_total")
+            .or_default()
+            .push((String::new(), self.commits.load(Ordering::Relaxed).to_string()));
+        families
+            .entry("ordersync_store_committed_jobs_total")
+            .or_default()
+            .push((String::new(), self.committed_jobs.load(Ordering::Relaxed).to_string()));
         for (name, rows) in families {
             let help = HELP.iter().find(|(n, _)| *n == name).map_or("", |(_, h)| h);
             let kind = if name.ends_with("_total") { "counter" } else { "gauge" };

@@ -51,11 +51,9 @@ impl OrderMapping {
                 .and_then(scalar_text)
                 .filter(|s| !s.trim().is_empty())
                 .ok_or_else(|| MappingError(format!("line {} has no SKU at `{}`", i + 1, self.line_sku.source())))?;
-            let qty = self
-                .line_qty
-                .first(item)
-                .and_then(as_integer)
-                .ok_or_else(|| MappingError(format!("line {} ({sku}) has no whole-number quantity at `{}`", i + 1, self.line_qty.source())))?;
+            let qty = self.line_qty.first(item).and_then(as_integer).ok_or_else(|| {
+                MappingError(format!("line {} ({sku}) has no whole-number quantity at `{}`", i + 1, self.line_qty.source()))
+            })?;
             if qty <= 0 {
                 return Err(MappingError(format!("line {} ({sku}) has quantity {qty}; expected at least 1", i + 1)));
             }
@@ -90,7 +88,11 @@ pub fn scalar_text(v: &Value) -> Option<String> {
 pub fn as_integer(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64)),
-        Value::String(s) => s.trim().parse::<i64>().ok().or_else(|| s.trim().parse::<f64>().ok().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64)),
+        Value::String(s) => s
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .or_else(|| s.trim().parse::<f64>().ok().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64)),
         _ => None,
     }
 }

@@ -125,7 +125,11 @@ impl ShopifySim {
     /// `webhook_id` stays the same when a delivery is retried.
     pub async fn deliver(&self, url: &str, order: &SimOrder, webhook_id: &str) -> Result<u16, String> {
         let body = serde_json::to_vec(&self.order_payload(order)).expect("JSON serializes");
-        let signature = base64::engine::general_purpose::STANDARD.encode(hmac_bytes(SignatureAlgorithm::HmacSha256, self.creds.webhook_secret.as_bytes(), &body));
+        let signature = base64::engine::general_purpose::STANDARD.encode(hmac_bytes(
+            SignatureAlgorithm::HmacSha256,
+            self.creds.webhook_secret.as_bytes(),
+            &body,
+        ));
         let resp = self
             .client
             .post(url)
@@ -146,7 +150,11 @@ impl ShopifySim {
 }
 
 fn unauthorized() -> Response {
-    (StatusCode::UNAUTHORIZED, axum::Json(json!({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}))).into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"})),
+    )
+        .into_response()
 }
 
 fn gql_error(message: &str) -> Response {
@@ -165,9 +173,13 @@ fn root_field(query: &str) -> Option<&str> {
 /// The root field's arguments, with `$variables` replaced by their values.
 fn root_args(query: &str, vars: &Value) -> Value {
     let mut out = serde_json::Map::new();
-    let Some(field) = root_field(query) else { return Value::Object(out) };
+    let Some(field) = root_field(query) else {
+        return Value::Object(out);
+    };
     let body = &query[query.find('{').unwrap_or(0)..];
-    let Some(at) = body.find(field) else { return Value::Object(out) };
+    let Some(at) = body.find(field) else {
+        return Value::Object(out);
+    };
     let rest = &body[at + field.len()..];
     if !rest.trim_start().starts_with('(') {
         return Value::Object(out);
@@ -202,7 +214,9 @@ fn root_args(query: &str, vars: &Value) -> Value {
     }
     parts.push(&rest[start..end]);
     for part in parts {
-        let Some((name, value)) = part.split_once(':') else { continue };
+        let Some((name, value)) = part.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         let v = if let Some(var) = value.strip_prefix('$') {
             vars.get(var).cloned().unwrap_or(Value::Null)
@@ -227,9 +241,13 @@ fn idempotent_key(query: &str) -> Option<String> {
 
 /// The quantity names a `quantities(names: [...])` selection asks for.
 fn quantity_names(query: &str) -> Vec<String> {
-    let Some(at) = query.find("quantities(names:") else { return vec!["available".into()] };
+    let Some(at) = query.find("quantities(names:") else {
+        return vec!["available".into()];
+    };
     let rest = &query[at..];
-    let (Some(open), Some(close)) = (rest.find('['), rest.find(']')) else { return vec!["available".into()] };
+    let (Some(open), Some(close)) = (rest.find('['), rest.find(']')) else {
+        return vec!["available".into()];
+    };
     rest[open + 1..close].split(',').map(|s| s.trim().trim_matches('"').to_string()).filter(|s| !s.is_empty()).collect()
 }
 
@@ -242,7 +260,9 @@ async fn graphql(State(sim): State<Arc<ShopifySim>>, Path(version): Path<String>
     };
     let query = req.get("query").and_then(Value::as_str).unwrap_or("");
     let variables = req.get("variables").cloned().unwrap_or(json!({}));
-    let Some(field) = root_field(query) else { return gql_error("syntax error, unexpected end of file") };
+    let Some(field) = root_field(query) else {
+        return gql_error("syntax error, unexpected end of file");
+    };
     let vars = root_args(query, &variables);
     let available = match sim.spend(QUERY_COST) {
         Ok(a) => a,
@@ -263,9 +283,11 @@ async fn graphql(State(sim): State<Arc<ShopifySim>>, Path(version): Path<String>
         "orderCancel" => cancel(&sim, &vars),
         "inventoryAdjustQuantities" => match adjust(&sim, query, &vars, &version) {
             Ok(d) => d,
-            Err(resp) => return resp,
+            Err(message) => return gql_error(&message),
         },
-        other => return gql_error(&format!("Field '{other}' doesn't exist on type 'QueryRoot'")),
+        other => {
+            return gql_error(&format!("Field '{other}' doesn't exist on type 'QueryRoot'"));
+        }
     };
     (StatusCode::OK, axum::Json(json!({"data": data, "extensions": sim.cost_extension(QUERY_COST, available)}))).into_response()
 }
@@ -326,7 +348,11 @@ fn order(sim: &ShopifySim, vars: &Value) -> Value {
 
 fn tags_add(sim: &ShopifySim, vars: &Value) -> Value {
     let id = vars.get("id").and_then(Value::as_str).and_then(|g| parse_gid(g, "Order"));
-    let tags: Vec<String> = vars.get("tags").and_then(Value::as_array).map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let tags: Vec<String> = vars
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
     let Some(id) = id.filter(|id| sim.erp.order(*id).is_some()) else {
         return json!({"tagsAdd": {"node": null, "userErrors": [{"field": ["id"], "message": "Order does not exist"}]}});
     };
@@ -354,10 +380,21 @@ fn hold(sim: &ShopifySim, vars: &Value) -> Value {
     }
     let notes = hold.get("reasonNotes").and_then(Value::as_str).unwrap_or("").to_string();
     sim.erp.update_order(order.id, |o| {
-        o.holds.push(crate::sandbox::erp::Hold { fulfillment_order: fo, handle: handle.clone(), reason: reason.clone(), notes: notes.clone() });
+        o.holds.push(crate::sandbox::erp::Hold {
+            fulfillment_order: fo,
+            handle: handle.clone(),
+            reason: reason.clone(),
+            notes: notes.clone(),
+        });
         o.state = OrderState::OnHold;
     });
-    sim.erp.effect("shopify", "fulfillment_hold", Some(order.id), &format!("shopify:hold:{fo}:{handle}"), json!({"reason": reason, "notes": notes}));
+    sim.erp.effect(
+        "shopify",
+        "fulfillment_hold",
+        Some(order.id),
+        &format!("shopify:hold:{fo}:{handle}"),
+        json!({"reason": reason, "notes": notes}),
+    );
     json!({"fulfillmentOrderHold": {"fulfillmentHold": {"id": gid("FulfillmentHold", fo), "handle": handle},
         "fulfillmentOrder": {"id": gid("FulfillmentOrder", fo), "status": "ON_HOLD"}, "userErrors": []}})
 }
@@ -392,10 +429,10 @@ fn cancel(sim: &ShopifySim, vars: &Value) -> Value {
     json!({"orderCancel": {"job": {"id": gid("Job", order.id), "done": false}, "orderCancelUserErrors": [], "userErrors": []}})
 }
 
-fn adjust(sim: &ShopifySim, query: &str, vars: &Value, version: &str) -> Result<Value, Response> {
+fn adjust(sim: &ShopifySim, query: &str, vars: &Value, version: &str) -> Result<Value, String> {
     let key = idempotent_key(query);
     if key.is_none() && version >= "2026-04" {
-        return Err(gql_error("The @idempotent directive is required for this mutation."));
+        return Err("The @idempotent directive is required for this mutation.".into());
     }
     let input = vars.get("input").cloned().unwrap_or(json!({}));
     let changes = input.get("changes").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -414,10 +451,16 @@ fn adjust(sim: &ShopifySim, query: &str, vars: &Value, version: &str) -> Result<
                 }
                 out.push(json!({"name": "available", "delta": delta}));
             }
-            _ => return Ok(json!({"inventoryAdjustQuantities": {"inventoryAdjustmentGroup": null, "userErrors": [{"field": ["input", "changes"], "message": "The specified inventory item could not be found.", "code": "INVENTORY_ITEM_NOT_FOUND"}]}})),
+            _ => {
+                return Ok(
+                    json!({"inventoryAdjustQuantities": {"inventoryAdjustmentGroup": null, "userErrors": [{"field": ["input", "changes"], "message": "The specified inventory item could not be found.", "code": "INVENTORY_ITEM_NOT_FOUND"}]}}),
+                );
+            }
         }
     }
-    Ok(json!({"inventoryAdjustQuantities": {"inventoryAdjustmentGroup": {"createdAt": "2026-01-01T00:00:00Z", "reason": input.get("reason"), "changes": out}, "userErrors": []}}))
+    Ok(
+        json!({"inventoryAdjustQuantities": {"inventoryAdjustmentGroup": {"createdAt": "2026-01-01T00:00:00Z", "reason": input.get("reason"), "changes": out}, "userErrors": []}}),
+    )
 }
 
 #[cfg(test)]
@@ -431,7 +474,10 @@ mod tests {
         assert_eq!(idempotent_key(r#"inventoryAdjustQuantities(input: $input) @idempotent(key: "abc-1") {"#).as_deref(), Some("abc-1"));
         assert_eq!(quantity_names(r#"quantities(names: ["on_hand", "incoming"]) { name }"#), vec!["on_hand", "incoming"]);
         assert_eq!(parse_gid("gid://shopify/Order/42", "Order"), Some(42));
-        let args = root_args("mutation H($x: ID!, $h: In!) { fulfillmentOrderHold(id: $x, fulfillmentHold: $h, note: \"a, b\", n: 3) { id } }", &json!({"x": "gid", "h": {"reason": "R"}}));
+        let args = root_args(
+            "mutation H($x: ID!, $h: In!) { fulfillmentOrderHold(id: $x, fulfillmentHold: $h, note: \"a, b\", n: 3) { id } }",
+            &json!({"x": "gid", "h": {"reason": "R"}}),
+        );
         assert_eq!(args, json!({"id": "gid", "fulfillmentHold": {"reason": "R"}, "note": "a, b", "n": 3}));
     }
 }

@@ -1,0 +1,172 @@
+//! Config errors: each kind is reported with the file, the line and column
+//! where it was written, and what was expected.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ordersync::config::diagnostic::Diagnostic;
+use ordersync::config::{ConfigPaths, LoadOptions, load};
+
+use crate::support::{copy_shipped_config, temp_dir};
+
+struct Broken {
+    dir: PathBuf,
+}
+
+impl Broken {
+    fn new(tag: &str) -> Broken {
+        let dir = temp_dir(tag);
+        copy_shipped_config(&dir);
+        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ordersync.yaml"), dir.join("ordersync.yaml")).unwrap();
+        Broken { dir }
+    }
+
+    /// Replace `from` with `to` in a file; return the 1-based line of `to`.
+    fn edit(&self, file: &str, from: &str, to: &str) -> usize {
+        let path = self.dir.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file} has no `{from}`");
+        let new = text.replacen(from, to, 1);
+        std::fs::write(&path, &new).unwrap();
+        let at = new.find(to).unwrap();
+        new[..at].matches('\n').count() + 1
+    }
+
+    fn errors(&self) -> Vec<Diagnostic> {
+        match load(&ConfigPaths::new(&self.dir, None), LoadOptions { resolve_secrets: false, ..LoadOptions::default() }) {
+            Ok(_) => panic!("the broken config loaded"),
+            Err(d) => d.0,
+        }
+    }
+
+    /// The one diagnostic for `file`, checked to sit on `line`.
+    fn expect(&self, file: &str, line: usize, message: &str) -> Diagnostic {
+        let errors = self.errors();
+        let d = errors.iter().find(|d| d.file.ends_with(file) && d.message.contains(message));
+        let d = d.unwrap_or_else(|| {
+            panic!(
+                "no error in {file} containing `{message}`; got:\n{}",
+                errors.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")
+            )
+        });
+        assert_eq!(d.line, line, "{d}");
+        assert!(d.col >= 1, "{d}");
+        d.clone()
+    }
+}
+
+impl Drop for Broken {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    let b = Broken::new("valid");
+    let set = load(&ConfigPaths::new(&b.dir, None), LoadOptions { resolve_secrets: false, ..LoadOptions::default() }).unwrap();
+    assert!(set.workflows.contains_key("shopify-orders"));
+}
+
+#[test]
+fn bad_yaml_names_file_line_and_column() {
+    let b = Broken::new("syntax");
+    let line = b.edit("workflows/shopify-orders.yaml", "  webhook:\n    events: [orders/create]", "  webhook:\n    events: [orders/create");
+    let d = b.errors().into_iter().find(|d| d.file.ends_with("shopify-orders.yaml")).unwrap();
+    assert!(d.message.contains("YAML"), "{d}");
+    assert!(d.line >= line, "{d}");
+}
+
+#[test]
+fn unknown_keys_suggest_the_right_one() {
+    let b = Broken::new("unknown-key");
+    let line = b.edit(
+        "connectors.d/shopify.yaml",
+        "    method: POST\n    path: /admin/api/{{values.api_version}}/graphql.json\n    json:\n      query: |\n        mutation AddTags",
+        "    metod: POST\n    path: /admin/api/{{values.api_version}}/graphql.json\n    json:\n      query: |\n        mutation AddTags",
+    );
+    let d = b.expect("shopify.yaml", line, "unknown field `metod`");
+    assert_eq!(d.help.as_deref(), Some("did you mean `method`?"));
+    assert_eq!(d.col, 5);
+}
+
+#[test]
+fn dangling_references_are_reported_where_they_are_written() {
+    let b = Broken::new("dangling");
+    let line = b.edit("workflows/shopify-orders.yaml", "request: cancel_order", "request: cancel_ordr");
+    let d = b.expect("shopify-orders.yaml", line, "has no request `cancel_ordr`");
+    assert_eq!(d.help.as_deref(), Some("did you mean `cancel_order`?"));
+    assert_eq!(d.field, "on.reject.1.request");
+
+    let b = Broken::new("dangling-conn");
+    let line = b.edit("workflows/shopify-orders.yaml", "connection: shopify-main", "connection: shopify-mian");
+    b.expect("shopify-orders.yaml", line, "no connection named `shopify-mian`");
+
+    let b = Broken::new("dangling-rule");
+    let line = b.edit("workflows/shopify-orders.yaml", "rule: rules/amusement-machines.rhai", "rule: rules/missing.rhai");
+    b.expect("shopify-orders.yaml", line, "rule file `rules/missing.rhai` was not found");
+}
+
+#[test]
+fn bad_jsonpaths_are_reported() {
+    let b = Broken::new("jsonpath");
+    let line = b.edit("workflows/shopify-orders.yaml", "external_id: \"$.id\"", "external_id: \"id\"");
+    b.expect("shopify-orders.yaml", line, "is not a JSONPath");
+    let b = Broken::new("jsonpath2");
+    let line = b.edit(
+        "connectors.d/shopify.yaml",
+        "all: \"$.data.order.fulfillmentOrders.nodes[*].id\"",
+        "all: \"$.data.order.fulfillmentOrders.nodes[?(@.id==]\"",
+    );
+    b.expect("shopify.yaml", line, "not a valid JSONPath");
+}
+
+#[test]
+fn bad_templates_point_into_the_template() {
+    let b = Broken::new("template");
+    let line = b.edit("connectors.d/shopify.yaml", "    Accept: application/json", "    X-Request-Tag: \"{{#if values.shop}}unclosed\"");
+    b.expect("shopify.yaml", line, "invalid template");
+    // Inside a block scalar the reported line is the template's own line.
+    let b = Broken::new("template-block");
+    let line = b.edit(
+        "connectors.d/shopify.yaml",
+        "inventoryAdjustQuantities(input: $input) @idempotent(key: \"{{idempotency_key}}\")",
+        "inventoryAdjustQuantities(input: $input) @idempotent(key: \"{{idempotency_key}\")",
+    );
+    b.expect("shopify.yaml", line, "invalid template");
+}
+
+#[test]
+fn bad_rules_are_reported_at_their_line() {
+    let b = Broken::new("rhai");
+    let line = b.edit("workflows/rules/amusement-machines.rhai", "let priority = 0;", "let priority = ;");
+    b.expect("amusement-machines.rhai", line, "rule does not compile");
+}
+
+#[test]
+fn missing_secrets_are_named_without_values() {
+    let b = Broken::new("secrets");
+    let errors = match load(&ConfigPaths::new(&b.dir, None), LoadOptions::default()) {
+        Ok(_) => panic!("loaded without secrets"),
+        Err(d) => d.0,
+    };
+    let d = errors.iter().find(|d| d.message.contains("SHOPIFY_ACCESS_TOKEN")).expect("the missing variable is named");
+    assert!(d.file.ends_with("ordersync.yaml"));
+    assert_eq!(d.field, "connections.shopify-main.secrets.access_token");
+}
+
+#[test]
+fn validate_prints_every_error_and_exits_1() {
+    let b = Broken::new("cli");
+    let l1 = b.edit("workflows/shopify-orders.yaml", "request: cancel_order", "request: cancel_ordr");
+    let l2 = b.edit("workflows/rules/amusement-machines.rhai", "let priority = 0;", "let priority = ;");
+    let out = Command::new(env!("CARGO_BIN_EXE_ordersync")).arg("validate").arg("--config-dir").arg(&b.dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("shopify-orders.yaml:{l1}:")), "{err}");
+    assert!(err.contains(&format!("amusement-machines.rhai:{l2}:")), "{err}");
+
+    let ok = Command::new(env!("CARGO_BIN_EXE_ordersync")).arg("validate").current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: "));
+}

@@ -1,0 +1,218 @@
+//! Booting the daemon and the sandbox for a test, and waiting on conditions.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ordersync::sandbox::erp::{LineRequest, seed_amusement_catalogue};
+use ordersync::sandbox::platforms::shopify::ShopifyCredentials;
+use ordersync::sandbox::{Sandbox, SandboxOptions};
+use serde_json::Value;
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Poll `f` until it yields `Some`, or panic after `timeout` naming `what`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A temporary config directory (a copy of the shipped one), a sandbox and
+/// the secrets that connect them.
+pub struct TestEnv {
+    pub dir: PathBuf,
+    pub sandbox: Sandbox,
+    pub creds: ShopifyCredentials,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ordersync-it-{tag}-{}-{:x}", std::process::id(), rand::random::<u64>()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// The shipped connectors and workflows, copied into `dir`.
+pub fn copy_shipped_config(dir: &Path) {
+    copy_dir(&repo().join("connectors.d"), &dir.join("connectors.d"));
+    copy_dir(&repo().join("workflows"), &dir.join("workflows"));
+}
+
+impl TestEnv {
+    pub async fn new(tag: &str) -> TestEnv {
+        let dir = temp_dir(tag);
+        copy_shipped_config(&dir);
+        let opts = SandboxOptions::generated();
+        let creds = opts.shopify.clone();
+        let sandbox = Sandbox::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), opts).await.unwrap();
+        let today = time::OffsetDateTime::now_utc().date();
+        seed_amusement_catalogue(
+            &sandbox.erp,
+            &(today + time::Duration::days(10)).to_string(),
+            &(today + time::Duration::days(60)).to_string(),
+        );
+        let env = TestEnv { dir, sandbox, creds };
+        env.write("secrets/admin-token", "test-admin-token-0123456789");
+        env.write("secrets/shopify-token", &env.creds.access_token);
+        env.write("secrets/shopify-webhook", &env.creds.webhook_secret);
+        let d = env.dir.display();
+        env.write(
+            "ordersync.yaml",
+            &format!(
+                "admin_token: file:{d}/secrets/admin-token\nconnections:\n  shopify-main:\n    connector: shopify\n    base_url: {}\n    values:\n      shop: {}\n    secrets:\n      access_token: file:{d}/secrets/shopify-token\n      webhook_secret: file:{d}/secrets/shopify-webhook\n",
+                env.sandbox.base_url("shopify"),
+                env.creds.shop
+            ),
+        );
+        env
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        let p = self.dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    pub fn customer(&self, index: usize) -> u64 {
+        self.sandbox.erp.customers()[index].id
+    }
+
+    pub async fn start_daemon(&self) -> DaemonProcess {
+        let d = DaemonProcess::start(&self.dir).await;
+        self.sandbox.set_webhook_target("shopify", &d.url("/hooks/shopify-orders"));
+        d
+    }
+
+    /// Place an order in the sandbox; its webhook goes to the daemon.
+    pub async fn order(&self, customer: usize, lines: &[(&str, i64)]) -> (u64, u16) {
+        let lines: Vec<LineRequest> = lines.iter().map(|(s, q)| LineRequest { sku: s.to_string(), qty: *q }).collect();
+        let (o, status) = self.sandbox.place_order("shopify", self.customer(customer), &lines).await.unwrap();
+        (o.id, status)
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The real binary, running `ordersync run` on an ephemeral loopback port.
+pub struct DaemonProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub token: String,
+}
+
+impl DaemonProcess {
+    pub async fn start(dir: &Path) -> DaemonProcess {
+        let ready = dir.join("ready");
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ordersync"))
+            .args(["run", "--listen", "127.0.0.1:0", "--workers", "4"])
+            .arg("--config-dir")
+            .arg(dir)
+            .arg("--instance")
+            .arg(dir.join("ordersync.yaml"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("RUST_LOG", "ordersync=debug,info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the ordersync binary starts");
+        let mut d = DaemonProcess { child, addr: "127.0.0.1:1".parse().unwrap(), client: reqwest::Client::new(), token: String::new() };
+        let addr = wait_until("the daemon's ready file", DEADLINE, || {
+            let ready = ready.clone();
+            let exited = d.child.try_wait().ok().flatten();
+            async move {
+                if let Some(status) = exited {
+                    panic!("the daemon exited during start ({status}); see {}", ready.with_file_name("daemon.log").display());
+                }
+                std::fs::read_to_string(&ready).ok().and_then(|s| s.trim().parse::<SocketAddr>().ok())
+            }
+        })
+        .await;
+        d.addr = addr;
+        d.token = std::fs::read_to_string(dir.join("secrets/admin-token")).unwrap_or_default().trim().to_string();
+        d
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// GET an admin API path with the token; the status and the JSON body.
+    pub async fn api(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).bearer_auth(&self.token).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn status(&self) -> Value {
+        let (code, body) = self.api("/api/status").await;
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+
+    /// The order once it is decided and its write-back is over.
+    pub async fn finished_order(&self, external_id: u64) -> Value {
+        let path = format!("/api/orders/shopify-main:{external_id}");
+        wait_until(&format!("order {external_id} to finish"), DEADLINE, || async {
+            let (code, body) = self.api(&path).await;
+            let o = &body["order"];
+            (code == 200 && o["status"] != "received" && o["writeback"] != "pending").then(|| body.clone())
+        })
+        .await
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub async fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let status = wait_until("the daemon to exit", DEADLINE, || {
+            let s = self.child.try_wait().ok().flatten();
+            async move { s }
+        })
+        .await;
+        assert!(status.success(), "the daemon exited with {status}");
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
