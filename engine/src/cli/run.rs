@@ -45,23 +45,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::write(&tmp, daemon.addr.to_string())?;
         std::fs::rename(&tmp, path)?;
     }
-    wait_for_stop_signal().await;
+    super::wait_for_stop_signal().await;
     daemon.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
