@@ -37,6 +37,7 @@ pub mod connector;
 pub mod http;
 pub mod inventory;
 pub mod model;
+pub mod reload;
 pub mod runtime;
 pub mod sandbox;
 pub mod store;

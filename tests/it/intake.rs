@@ -1,15 +1,7 @@
 //! Webhook intake refusals and admin API access: a refused delivery gets the
 //! right status and leaves nothing behind.
 
-use base64::Engine as _;
-use ordersync::config::raw::SignatureAlgorithm;
-use ordersync::connector::webhook::hmac_bytes;
-
-use crate::support::{DaemonProcess, TestEnv};
-
-fn sign(secret: &str, body: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(hmac_bytes(SignatureAlgorithm::HmacSha256, secret.as_bytes(), body))
-}
+use crate::support::{DaemonProcess, TestEnv, shopify_signature as sign};
 
 async fn post(d: &DaemonProcess, path: &str, body: Vec<u8>, signature: Option<String>) -> (u16, String) {
     let mut req = d

@@ -4,5 +4,6 @@
 
 mod config;
 mod intake;
+mod reload;
 mod shopify;
 mod support;

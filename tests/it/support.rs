@@ -106,7 +106,11 @@ impl TestEnv {
     }
 
     pub async fn start_daemon(&self) -> DaemonProcess {
-        let d = DaemonProcess::start(&self.dir).await;
+        self.start_daemon_with(&[], false).await
+    }
+
+    pub async fn start_daemon_with(&self, extra: &[&str], unprivileged: bool) -> DaemonProcess {
+        let d = DaemonProcess::start_with(&self.dir, extra, unprivileged).await;
         self.sandbox.set_webhook_target("shopify", &d.url("/hooks/shopify-orders"));
         d
     }
@@ -125,6 +129,31 @@ impl Drop for TestEnv {
     }
 }
 
+/// Shopify's signature of `body` under `secret`.
+pub fn shopify_signature(secret: &str, body: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(ordersync::connector::webhook::hmac_bytes(
+        ordersync::config::raw::SignatureAlgorithm::HmacSha256,
+        secret.as_bytes(),
+        body,
+    ))
+}
+
+/// POST a Shopify-style `orders/create` delivery signed with `secret`; the status.
+pub async fn post_signed(d: &DaemonProcess, path: &str, body: &[u8], secret: &str) -> u16 {
+    d.client
+        .post(d.url(path))
+        .header("X-Shopify-Topic", "orders/create")
+        .header("X-Shopify-Webhook-Id", format!("w-{:x}", rand::random::<u64>()))
+        .header("X-Shopify-Hmac-Sha256", shopify_signature(secret, body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// The real binary, running `ordersync run` on an ephemeral loopback port.
 pub struct DaemonProcess {
     child: Child,
@@ -135,11 +164,27 @@ pub struct DaemonProcess {
 
 impl DaemonProcess {
     pub async fn start(dir: &Path) -> DaemonProcess {
+        Self::start_with(dir, &[], false).await
+    }
+
+    /// Start with extra `run` arguments; `unprivileged` runs it as user
+    /// `nobody` when the tests run as root (so file permissions apply to it).
+    pub async fn start_with(dir: &Path, extra: &[&str], unprivileged: bool) -> DaemonProcess {
         let ready = dir.join("ready");
         let _ = std::fs::remove_file(&ready);
         let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ordersync"))
+        let as_root = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
+        let mut cmd = if unprivileged && as_root {
+            let _ = Command::new("chmod").args(["-R", "a+rwX"]).arg(dir).status();
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(env!("CARGO_BIN_EXE_ordersync"));
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_ordersync"))
+        };
+        let child = cmd
             .args(["run", "--listen", "127.0.0.1:0", "--workers", "4"])
+            .args(extra)
             .arg("--config-dir")
             .arg(dir)
             .arg("--instance")
@@ -170,6 +215,10 @@ impl DaemonProcess {
         d
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -179,6 +228,25 @@ impl DaemonProcess {
         let r = self.client.get(self.url(path)).bearer_auth(&self.token).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Wait until the live config version is at least `v`; the status then.
+    pub async fn wait_version(&self, v: u64) -> Value {
+        wait_until(&format!("config version {v}"), DEADLINE, || async {
+            let s = self.status().await;
+            (s["config"]["version"].as_u64().unwrap_or(0) >= v).then_some(s)
+        })
+        .await
+    }
+
+    /// Wait until the last reload was rejected with an error mentioning `text`.
+    pub async fn wait_rejected(&self, text: &str) -> Value {
+        wait_until(&format!("a rejected reload mentioning `{text}`"), DEADLINE, || async {
+            let s = self.status().await;
+            let errors = s["config"]["last_errors"].to_string();
+            (s["config"]["last_result"] == "error" && errors.contains(text)).then_some(s)
+        })
+        .await
     }
 
     pub async fn status(&self) -> Value {

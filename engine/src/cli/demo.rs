@@ -93,6 +93,7 @@ async fn demo(args: &Args, config_dir: PathBuf, work: &std::path::Path) -> anyho
         listen: None,
         workers: None,
         clock: Arc::new(SystemClock),
+        watch: None,
     })
     .await
     .context("the daemon did not start")?;

@@ -1,8 +1,11 @@
 //! The `ordersync` command line: one subcommand per file.
 
+mod client;
 mod demo;
+mod reload;
 mod run;
 mod sandbox;
+mod status;
 mod validate;
 
 use std::path::PathBuf;
@@ -50,6 +53,10 @@ enum Command {
     Demo(demo::Args),
     /// Serve the simulated platforms on their own (for integrators and benchmarks).
     Sandbox(sandbox::Args),
+    /// Ask a running daemon to load its config files again.
+    Reload(reload::Args),
+    /// Show what a running daemon is doing.
+    Status(status::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -65,6 +72,8 @@ pub fn main() -> ExitCode {
         Command::Run(a) => runtime().block_on(run::run(a)),
         Command::Demo(a) => runtime().block_on(demo::run(a)),
         Command::Sandbox(a) => runtime().block_on(sandbox::run(a)),
+        Command::Reload(a) => runtime().block_on(reload::run(a)),
+        Command::Status(a) => runtime().block_on(status::run(a)),
     };
     match result {
         Ok(code) => code,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::ConfigArgs;
 use crate::clock::SystemClock;
+use crate::reload::watcher::WatchOptions;
 use crate::runtime::daemon::{Daemon, DaemonOptions};
 
 #[derive(clap::Args)]
@@ -24,6 +25,9 @@ pub struct Args {
     /// Concurrent order workers.
     #[arg(long)]
     workers: Option<usize>,
+    /// Do not watch the config files (reload with SIGHUP or `ordersync reload`).
+    #[arg(long)]
+    no_watch: bool,
     /// Write the bound address to this file once ready (for supervisors and tests).
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -38,6 +42,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         workers: args.workers,
         clock: Arc::new(SystemClock),
+        watch: (!args.no_watch).then(WatchOptions::default),
     })
     .await?;
     if let Some(path) = &args.ready_file {

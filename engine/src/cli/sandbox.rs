@@ -35,7 +35,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let sandbox = Sandbox::start(listener, opts).await?;
     let today = time::OffsetDateTime::now_utc().date();
-    seed_amusement_catalogue(&sandbox.erp, &(today + time::Duration::days(10)).to_string(), &(today + time::Duration::days(60)).to_string());
+    seed_amusement_catalogue(
+        &sandbox.erp,
+        &(today + time::Duration::days(10)).to_string(),
+        &(today + time::Duration::days(60)).to_string(),
+    );
     for t in &args.webhook_targets {
         let (platform, url) = t.split_once('=').with_context(|| format!("--webhook-target {t}: expected PLATFORM=URL"))?;
         sandbox.set_webhook_target(platform, url);

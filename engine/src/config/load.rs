@@ -66,23 +66,57 @@ struct SourceFile {
     text: String,
 }
 
+/// Every file of one config set, as read from disk.
+struct Sources {
+    instance: Option<SourceFile>,
+    connectors: Vec<SourceFile>,
+    workflows: Vec<SourceFile>,
+    rules: Vec<SourceFile>,
+    /// Problems reading them (missing directory, permission, encoding).
+    diags: Diagnostics,
+}
+
+impl Sources {
+    fn read(paths: &ConfigPaths) -> Sources {
+        let mut diags = Diagnostics::default();
+        let instance = read_file(&paths.instance, &mut diags);
+        let connectors = read_dir(&paths.connectors_dir(), &["yaml", "yml"], &mut diags);
+        let workflows = read_dir(&paths.workflows_dir(), &["yaml", "yml"], &mut diags);
+        let rules = if paths.rules_dir().is_dir() { read_dir(&paths.rules_dir(), &["rhai"], &mut diags) } else { Vec::new() };
+        Sources { instance, connectors, workflows, rules, diags }
+    }
+
+    fn files(&self) -> impl Iterator<Item = &SourceFile> {
+        self.instance.iter().chain(&self.connectors).chain(&self.workflows).chain(&self.rules)
+    }
+
+    /// SHA-256 over every path and content, and over read errors, so any
+    /// change on disk (including a file becoming unreadable) changes it.
+    fn fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        for f in self.files() {
+            hasher.update(f.path.to_string_lossy().as_bytes());
+            hasher.update([0]);
+            hasher.update(f.text.as_bytes());
+            hasher.update([0]);
+        }
+        hasher.update(self.diags.to_string().as_bytes());
+        hex(&hasher.finalize())
+    }
+}
+
+/// The content hash of the set on disk, without compiling it: a cheap way to
+/// tell whether a reload would change anything.
+pub fn fingerprint(paths: &ConfigPaths) -> String {
+    Sources::read(paths).fingerprint()
+}
+
 /// Load, compile and validate the whole set, or report every problem found.
 pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnostics> {
-    let mut diags = Diagnostics::default();
-    let instance_src = read_file(&paths.instance, &mut diags);
-    let connector_srcs = read_dir(&paths.connectors_dir(), &["yaml", "yml"], &mut diags);
-    let workflow_srcs = read_dir(&paths.workflows_dir(), &["yaml", "yml"], &mut diags);
-    let rule_srcs = if paths.rules_dir().is_dir() { read_dir(&paths.rules_dir(), &["rhai"], &mut diags) } else { Vec::new() };
-
-    let mut hasher = Sha256::new();
-    let mut file_count = 0;
-    for f in instance_src.iter().chain(&connector_srcs).chain(&workflow_srcs).chain(&rule_srcs) {
-        hasher.update(f.path.to_string_lossy().as_bytes());
-        hasher.update([0]);
-        hasher.update(f.text.as_bytes());
-        hasher.update([0]);
-        file_count += 1;
-    }
+    let sources = Sources::read(paths);
+    let hash = sources.fingerprint();
+    let file_count = sources.files().count();
+    let Sources { instance: instance_src, connectors: connector_srcs, workflows: workflow_srcs, rules: rule_srcs, diags } = sources;
 
     let mut c = Compiler::new(RuleEngine::new(opts.rule_limits));
     c.diags = diags;
@@ -218,9 +252,11 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
         diags.sort();
         return Err(diags);
     }
+    let secrets_digest = secrets_digest(&connections);
     Ok(ConfigSet {
         version: 0,
-        hash: hex(&hasher.finalize()),
+        hash,
+        secrets_digest,
         paths: paths.clone(),
         instance: settings,
         connectors,
@@ -230,6 +266,25 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
         rules: c.rules,
         file_count,
     })
+}
+
+/// A digest of every secret value, keyed with a random per-process value so
+/// that it reveals nothing even if it were seen.
+fn secrets_digest(connections: &BTreeMap<String, Arc<Connection>>) -> String {
+    static KEY: std::sync::LazyLock<[u8; 32]> = std::sync::LazyLock::new(rand::random);
+    let mut h = Sha256::new();
+    h.update(*KEY);
+    for (name, c) in connections {
+        for (k, v) in &c.secrets {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(k.as_bytes());
+            h.update([0]);
+            h.update(v.expose().as_bytes());
+            h.update([0]);
+        }
+    }
+    hex(&h.finalize())
 }
 
 fn hex(bytes: &[u8]) -> String {

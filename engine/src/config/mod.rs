@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use load::{ConfigPaths, LoadOptions, load};
+pub use load::{ConfigPaths, LoadOptions, fingerprint, load};
 
 use crate::adapters::rules::RuleEngine;
 use crate::adapters::template::Templates;
@@ -30,6 +30,9 @@ pub struct ConfigSet {
     pub version: u64,
     /// SHA-256 over every file of the set, to tell whether anything changed.
     pub hash: String,
+    /// Digest of the resolved secret values under a per-process key: tells a
+    /// rotated secret apart without exposing anything. Never shown.
+    pub secrets_digest: String,
     pub paths: ConfigPaths,
     pub instance: InstanceSettings,
     pub connectors: BTreeMap<String, Arc<Connector>>,

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -17,6 +17,7 @@ use crate::model::OrderStatus;
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/status", get(status))
+        .route("/reload", post(reload))
         .route("/orders", get(orders))
         .route("/orders/{id}", get(order))
         .route("/failed-events", get(failed_events))
@@ -63,6 +64,16 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
         "orders": rt.store.order_count().unwrap_or(0),
     }))
     .into_response()
+}
+
+/// Load the config files again now (also reads rotated secrets).
+async fn reload(State(state): State<Arc<AppState>>) -> Response {
+    let outcome = crate::reload::reload(&state.rt, "admin API", true).await;
+    let status = match outcome {
+        crate::reload::Outcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::OK,
+    };
+    (status, axum::Json(outcome)).into_response()
 }
 
 #[derive(Deserialize)]

@@ -14,13 +14,14 @@ use anyhow::Context as _;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::registry::Registry;
 use super::{Runtime, process, writeback};
 use crate::clock::Clock;
 use crate::config::secret::Secret;
 use crate::config::{ConfigPaths, LoadOptions};
 use crate::connector::client::HttpClient;
 use crate::http::{self, AppState};
+use crate::reload::registry::Registry;
+use crate::reload::watcher::WatchOptions;
 use crate::store::Store;
 
 pub struct DaemonOptions {
@@ -32,6 +33,8 @@ pub struct DaemonOptions {
     pub listen: Option<String>,
     pub workers: Option<usize>,
     pub clock: Arc<dyn Clock>,
+    /// Watch the config files and reload on change (`None`: do not watch).
+    pub watch: Option<WatchOptions>,
 }
 
 pub struct Daemon {
@@ -48,8 +51,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 impl Daemon {
     pub async fn start(opts: DaemonOptions) -> anyhow::Result<Daemon> {
-        let cfg = crate::config::load(&opts.paths, LoadOptions::default())
-            .map_err(|d| anyhow::anyhow!("the config has {} error(s):\n{d}", d.len()))?;
+        let load_options = LoadOptions::default();
+        let cfg =
+            crate::config::load(&opts.paths, load_options).map_err(|d| anyhow::anyhow!("the config has {} error(s):\n{d}", d.len()))?;
         std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("cannot create data directory {}", opts.data_dir.display()))?;
         let state_path = opts.state.clone().unwrap_or_else(|| opts.data_dir.join("ordersync.redb"));
         let store = Store::open(&state_path)?;
@@ -60,7 +64,7 @@ impl Daemon {
 
         let (queue, rx) = mpsc::unbounded_channel();
         let (stop, stopping) = watch::channel(false);
-        let registry = Registry::new(cfg, opts.clock.now_rfc3339());
+        let registry = Registry::new(cfg, opts.paths.clone(), load_options, opts.clock.now_rfc3339());
         let rt =
             Arc::new(Runtime { store, registry, http: HttpClient::new()?, clock: opts.clock.clone(), queue, stopping: stopping.clone() });
 
@@ -98,6 +102,23 @@ impl Daemon {
                     }
                     let cfg = rt2.registry.current();
                     writeback::run(&rt2, &cfg, &job.order_id).await;
+                }
+            });
+        }
+        if let Some(w) = opts.watch {
+            tokio::spawn(crate::reload::watcher::run(rt.clone(), w));
+        }
+        #[cfg(unix)]
+        {
+            let rt2 = rt.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+                loop {
+                    tokio::select! {
+                        _ = hup.recv() => { crate::reload::reload(&rt2, "SIGHUP", true).await; }
+                        _ = rt2.stopped() => return,
+                    }
                 }
             });
         }

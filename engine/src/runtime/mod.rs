@@ -9,7 +9,6 @@
 pub mod daemon;
 pub mod intake;
 pub mod process;
-pub mod registry;
 pub mod writeback;
 
 use std::sync::Arc;
@@ -18,8 +17,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
 use crate::connector::client::HttpClient;
+use crate::reload::registry::Registry;
 use crate::store::Store;
-use registry::Registry;
 
 /// State shared by every part of the running daemon.
 pub struct Runtime {
@@ -40,5 +39,11 @@ impl Runtime {
 
     pub fn is_stopping(&self) -> bool {
         *self.stopping.borrow()
+    }
+
+    /// Resolves once the daemon is asked to stop.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.clone();
+        let _ = rx.wait_for(|s| *s).await;
     }
 }
