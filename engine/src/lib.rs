@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod adapters;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,5 +1,6 @@
 //! The `ordersync` command line: one subcommand per file.
 
+mod bench;
 mod client;
 mod demo;
 mod reload;
@@ -57,6 +58,8 @@ enum Command {
     Reload(reload::Args),
     /// Show what a running daemon is doing.
     Status(status::Args),
+    /// Benchmarks against the built-in sandbox.
+    Bench(bench::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -64,7 +67,7 @@ pub fn main() -> ExitCode {
     match &cli.command {
         Command::Validate(_) if std::env::var_os("RUST_LOG").is_none() => {}
         // The demo prints its own report; only warnings and errors are logged.
-        Command::Demo(_) => telemetry::init_logging_with(cli.log_format, "warn"),
+        Command::Demo(_) | Command::Bench(_) => telemetry::init_logging_with(cli.log_format, "warn"),
         _ => telemetry::init_logging(cli.log_format),
     }
     let result = match cli.command {
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Sandbox(a) => runtime().block_on(sandbox::run(a)),
         Command::Reload(a) => runtime().block_on(reload::run(a)),
         Command::Status(a) => runtime().block_on(status::run(a)),
+        Command::Bench(a) => runtime().block_on(bench::run(a)),
     };
     match result {
         Ok(code) => code,

@@ -44,9 +44,10 @@ fn relevant(kind: &EventKind) -> bool {
     }
 }
 
-/// Run until the daemon stops.
-pub async fn run(rt: Arc<Runtime>, opts: WatchOptions) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+/// Set the watches up now (so no change after start-up is missed), then
+/// follow them in a task until the daemon stops.
+pub fn start(rt: Arc<Runtime>, opts: WatchOptions) -> tokio::task::JoinHandle<()> {
+    let (tx, rx) = mpsc::unbounded_channel::<()>();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
         Ok(ev) if relevant(&ev.kind) => {
             let _ = tx.send(());
@@ -65,6 +66,17 @@ pub async fn run(rt: Arc<Runtime>, opts: WatchOptions) {
     if let Some(w) = watcher.as_mut() {
         rewatch(w, &dirs);
     }
+    tracing::debug!(dirs = ?dirs, "watching the config files");
+    tokio::spawn(follow(rt, opts, watcher, dirs, rx))
+}
+
+async fn follow(
+    rt: Arc<Runtime>,
+    opts: WatchOptions,
+    mut watcher: Option<RecommendedWatcher>,
+    dirs: Vec<PathBuf>,
+    mut rx: mpsc::UnboundedReceiver<()>,
+) {
     let mut tick = tokio::time::interval(opts.poll_interval);
     tick.tick().await;
     loop {
@@ -75,6 +87,7 @@ pub async fn run(rt: Arc<Runtime>, opts: WatchOptions) {
                     return;
                 }
                 debounce(&mut rx, opts).await;
+                tracing::debug!("config files changed");
                 if let Some(w) = watcher.as_mut() {
                     rewatch(w, &dirs);
                 }

@@ -106,7 +106,7 @@ impl Daemon {
             });
         }
         if let Some(w) = opts.watch {
-            tokio::spawn(crate::reload::watcher::run(rt.clone(), w));
+            crate::reload::watcher::start(rt.clone(), w);
         }
         #[cfg(unix)]
         {
