@@ -95,6 +95,22 @@ impl TestEnv {
         env
     }
 
+    /// Replace text in a file of the config copy (it must be there).
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let p = self.dir.join(rel);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{rel} has no `{from}`");
+        std::fs::write(p, text.replace(from, to)).unwrap();
+    }
+
+    /// Make the Shopify connector fail fast: short timeouts and backoffs.
+    pub fn fast_retries(&self, max_attempts: u32) {
+        self.edit("connectors.d/shopify.yaml", "  timeout_ms: 10000", "  timeout_ms: 400");
+        self.edit("connectors.d/shopify.yaml", "  max_attempts: 8", &format!("  max_attempts: {max_attempts}"));
+        self.edit("connectors.d/shopify.yaml", "  initial_backoff_ms: 500", "  initial_backoff_ms: 10");
+        self.edit("connectors.d/shopify.yaml", "  max_backoff_ms: 30000", "  max_backoff_ms: 100");
+    }
+
     pub fn write(&self, rel: &str, content: &str) {
         let p = self.dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -264,6 +280,12 @@ impl DaemonProcess {
             (code == 200 && o["status"] != "received" && o["writeback"] != "pending").then(|| body.clone())
         })
         .await
+    }
+
+    /// SIGKILL: the daemon gets no chance to finish anything.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM and wait for a clean exit.

@@ -67,4 +67,8 @@ impl Api {
     pub async fn post(&self, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
         self.send(reqwest::Method::POST, path, body).await
     }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
 }

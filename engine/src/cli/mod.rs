@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod demo;
+mod dlq;
 mod reload;
 mod run;
 mod sandbox;
@@ -60,6 +61,8 @@ enum Command {
     Status(status::Args),
     /// Benchmarks against the built-in sandbox.
     Bench(bench::Args),
+    /// Inspect, replay or drop write-backs that ran out of retries.
+    Dlq(dlq::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -78,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Reload(a) => runtime().block_on(reload::run(a)),
         Command::Status(a) => runtime().block_on(status::run(a)),
         Command::Bench(a) => runtime().block_on(bench::run(a)),
+        Command::Dlq(a) => runtime().block_on(dlq::run(a)),
     };
     match result {
         Ok(code) => code,

@@ -17,15 +17,17 @@ use super::yaml::{Parsed, SpanIndex};
 use crate::adapters::jsonpath::JsonPath;
 use crate::adapters::rules::{Rule, RuleEngine};
 use crate::adapters::template::{Template, TemplateBuilder, Templates};
-use crate::connector::client::RetryPolicy;
 use crate::connector::extract::Extractor;
-use crate::connector::{Auth, Body, Connection, Connector, ErrorRules, JsonTemplate, RequestSpec, SignatureSpec, WebhookSpec};
+use crate::connector::ratelimit::RateLimit;
+use crate::connector::retry::RetryPolicy;
+use crate::connector::{Auth, Body, Check, Connection, Connector, ErrorRules, JsonTemplate, RequestSpec, SignatureSpec, WebhookSpec};
 use crate::model::Decision;
 use crate::workflow::mapping::OrderMapping;
 use crate::workflow::stock::STOCK_FIELDS;
 use crate::workflow::{Step, StockLookup, Trigger, Workflow};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 
 /// A file and its field positions, for pinning diagnostics.
@@ -85,6 +87,7 @@ pub struct ConnectionDraft {
     pub base_url: Option<String>,
     pub values: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, crate::config::secret::Secret>,
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Compiler {
@@ -285,6 +288,25 @@ impl Compiler {
                 requests.insert(name.clone(), Arc::new(req));
             }
         }
+        for (name, r) in &raw.requests {
+            if let Some(check) = &r.check {
+                let field = format!("requests.{name}.check.request");
+                if check.request == *name {
+                    self.push(src.at(&field, "a request cannot be its own check"));
+                } else if !raw.requests.contains_key(&check.request) {
+                    let mut d = src.at(&field, format!("no request `{}` in this connector", check.request));
+                    if let Some(s) = did_you_mean(&check.request, raw.requests.keys().map(String::as_str)) {
+                        d = d.with_help(format!("did you mean `{s}`?"));
+                    }
+                    self.push(d);
+                }
+            }
+        }
+        let retry = self.retry_policy(src, &raw.retry);
+        let rate_limit = match &raw.rate_limit {
+            Some(r) => self.rate_limit(src, "rate_limit", r, None),
+            None => None,
+        };
         if self.diags.len() > before {
             return None;
         }
@@ -299,9 +321,49 @@ impl Compiler {
             default_headers,
             errors,
             reported_excludes_open_orders: raw.stock.reported_excludes_open_orders,
-            retry: RetryPolicy::default(),
+            retry,
+            rate_limit,
+            connect_timeout: raw.defaults.connect_timeout_ms.map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_millis),
             requests,
         })
+    }
+
+    fn retry_policy(&mut self, src: Source, raw: &raw::RetryRaw) -> RetryPolicy {
+        let d = RetryPolicy::default();
+        if raw.max_attempts == Some(0) {
+            self.push(src.at("retry.max_attempts", "at least 1 attempt is needed"));
+        }
+        RetryPolicy {
+            max_attempts: raw.max_attempts.unwrap_or(d.max_attempts).max(1),
+            initial_backoff: raw.initial_backoff_ms.map_or(d.initial_backoff, Duration::from_millis),
+            max_backoff: raw.max_backoff_ms.map_or(d.max_backoff, Duration::from_millis),
+            max_age: raw.max_age_s.map_or(d.max_age, Duration::from_secs),
+            retry_statuses: raw.retry_on.clone().unwrap_or(d.retry_statuses),
+        }
+    }
+
+    /// A rate limit from `raw`, over `base` (a connection's override over its connector's).
+    fn rate_limit(&mut self, src: Source, field: &str, raw: &raw::RateLimitRaw, base: Option<&RateLimit>) -> Option<RateLimit> {
+        let per_second = raw.per_second.or(base.map(|b| b.per_second));
+        let Some(per_second) = per_second.filter(|p| *p > 0.0) else {
+            self.push(src.at(&format!("{field}.per_second"), "a rate limit needs `per_second` above 0"));
+            return None;
+        };
+        let burst = raw.burst.or(base.map(|b| b.burst)).unwrap_or(per_second.max(1.0));
+        let cost = raw.cost.or(base.map(|b| b.cost)).unwrap_or(1.0);
+        if burst < cost {
+            self.push(src.at(&format!("{field}.burst"), format!("a burst of {burst} cannot pay for one request costing {cost}")));
+            return None;
+        }
+        let actual_cost = match &raw.actual_cost {
+            Some(p) => Some(self.jsonpath(src, &format!("{field}.actual_cost"), p)?),
+            None => base.and_then(|b| b.actual_cost.clone()),
+        };
+        let available = match &raw.available {
+            Some(p) => Some(self.jsonpath(src, &format!("{field}.available"), p)?),
+            None => base.and_then(|b| b.available.clone()),
+        };
+        Some(RateLimit { per_second, burst, cost, actual_cost, available })
     }
 
     fn request(&mut self, src: Source, connector: &str, name: &str, r: &raw::RequestRaw, default_timeout: Duration) -> Option<RequestSpec> {
@@ -337,6 +399,10 @@ impl Compiler {
             }
         }
         let user_errors = self.opt_jsonpath(src, &format!("{field}.user_errors"), r.user_errors.as_ref());
+        let check = match &r.check {
+            Some(c) => self.jsonpath(src, &format!("{field}.check.done_when"), &c.done_when).map(|done_when| Check { request: c.request.clone(), done_when }),
+            None => None,
+        };
         if self.diags.len() > before {
             return None;
         }
@@ -351,6 +417,7 @@ impl Compiler {
             extract,
             user_errors: user_errors?,
             timeout: r.timeout_ms.map_or(default_timeout, Duration::from_millis),
+            check,
         })
     }
 
@@ -433,12 +500,16 @@ impl Compiler {
                     self.push(src.at(&format!("{field}.secrets"), format!("connector `{}` needs secret `{k}`", connector.name)));
                 }
             }
+            let rate_limit = match &c.rate_limit {
+                Some(r) => self.rate_limit(src, &format!("{field}.rate_limit"), r, connector.rate_limit.as_ref()),
+                None => connector.rate_limit.clone(),
+            };
             if self.diags.len() > before {
                 self.broken_connections.insert(name.clone());
             } else {
                 out.insert(
                     name.clone(),
-                    ConnectionDraft { name: name.clone(), connector: connector.clone(), base_url: c.base_url.clone(), values, secrets },
+                    ConnectionDraft { name: name.clone(), connector: connector.clone(), base_url: c.base_url.clone(), values, secrets, rate_limit },
                 );
             }
         }

@@ -39,6 +39,11 @@ pub struct ConnectorFile {
     /// What the platform's reported stock quantities mean.
     #[serde(default)]
     pub stock: StockSemanticsRaw,
+    /// How failed requests are retried.
+    #[serde(default)]
+    pub retry: RetryRaw,
+    /// How fast requests may be sent, per connection.
+    pub rate_limit: Option<RateLimitRaw>,
     /// Named requests that workflows call.
     pub requests: BTreeMap<String, RequestRaw>,
 }
@@ -138,8 +143,41 @@ pub enum SignedBytes {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RetryRaw {
+    /// Attempts in all, the first included (default 8).
+    pub max_attempts: Option<u32>,
+    /// First wait; each retry doubles it, with jitter (default 200).
+    pub initial_backoff_ms: Option<u64>,
+    /// Longest wait between attempts (default 30000).
+    pub max_backoff_ms: Option<u64>,
+    /// Give up this long after the first attempt, whatever the count (default 3600).
+    pub max_age_s: Option<u64>,
+    /// Statuses worth another try (default 408, 425, 429, 500, 502, 503, 504).
+    pub retry_on: Option<Vec<u16>>,
+}
+
+/// A token bucket per connection; each request takes `cost` tokens.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRaw {
+    /// Tokens added per second.
+    pub per_second: Option<f64>,
+    /// Bucket size: how large a burst may be.
+    pub burst: Option<f64>,
+    /// Tokens one request takes before its answer is known (default 1).
+    pub cost: Option<f64>,
+    /// JSONPath to what the request really cost, read from the answer.
+    pub actual_cost: Option<String>,
+    /// JSONPath to the tokens the platform says are left, read from the answer.
+    pub available: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RequestDefaultsRaw {
     pub timeout_ms: Option<u64>,
+    /// Time allowed to open a connection (default 5000).
+    pub connect_timeout_ms: Option<u64>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
 }
@@ -199,6 +237,19 @@ pub struct RequestRaw {
     /// JSONPath to errors reported inside a 2xx response (e.g. GraphQL `userErrors`).
     pub user_errors: Option<String>,
     pub timeout_ms: Option<u64>,
+    /// Read-before-write: before sending this request again after an attempt
+    /// that may have taken effect (a timeout, a reset, a 5xx, a restart), run
+    /// `request` and skip the resend when `done_when` matches its answer.
+    pub check: Option<CheckRaw>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRaw {
+    /// A request of the same connector that reads the current state.
+    pub request: String,
+    /// JSONPath into its answer; a match that is not null, false or empty means done.
+    pub done_when: String,
 }
 
 /// A value pulled from a JSON document: a JSONPath string (first match), or a spec.
@@ -386,4 +437,6 @@ pub struct ConnectionRaw {
     /// Secret references: `env:NAME` or `file:PATH`.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Replaces parts of the connector's rate limit (plans differ per account).
+    pub rate_limit: Option<RateLimitRaw>,
 }

@@ -1,11 +1,24 @@
-//! Sending a connector request: render, authenticate, send, classify the
-//! answer, extract values. Retries wrap `call` in `send`.
+//! Sending a connector request: render, authenticate, rate-limit, send,
+//! classify the answer, extract values — and retry what is worth retrying.
+//!
+//! A failure is *retryable* when another attempt may succeed (transport
+//! errors, timeouts, 429, the connector's retry statuses, a throttled
+//! answer), and *ambiguous* when the failed attempt may nevertheless have
+//! taken effect (a timeout or reset after the request was sent, a 5xx).
+//! Before resending after an ambiguous failure, a request with a `check`
+//! reads the platform's state first and skips the resend if the effect is
+//! already there.
 
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use tokio::time::Instant;
 
+use super::ratelimit::Bucket;
+use super::retry::parse_retry_after;
 use super::{Body, Connection, JsonTemplate, RequestSpec, auth};
 use crate::adapters::template::{RenderFailure, Templates};
 use crate::connector::extract::extract_object;
@@ -13,27 +26,6 @@ use crate::telemetry::redact::redact;
 
 /// Largest response body read; larger answers are cut and treated as non-JSON.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
-
-/// How requests are retried.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-    /// Statuses worth another try besides 429 and transport failures.
-    pub retry_statuses: Vec<u16>,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(30),
-            retry_statuses: vec![408, 425, 429, 500, 502, 503, 504],
-        }
-    }
-}
 
 /// What one request did, for the audit trail. Holds no secret and no query string.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -55,14 +47,24 @@ pub struct Exchange {
     /// The request's named extracts.
     pub extracts: Value,
     pub summary: CallSummary,
+    /// The effect was found already in place by the request's check; nothing was resent.
+    pub already_done: bool,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
+    /// A template could not be rendered: a config problem, not worth retrying.
     #[error("{0}")]
     Render(String),
     #[error("{message}")]
-    Failed { message: String, retryable: bool, retry_after: Option<Duration>, summary: Box<CallSummary> },
+    Failed {
+        message: String,
+        retryable: bool,
+        /// The attempt may have taken effect despite failing.
+        ambiguous: bool,
+        retry_after: Option<Duration>,
+        summary: Box<CallSummary>,
+    },
 }
 
 impl CallError {
@@ -72,6 +74,10 @@ impl CallError {
             CallError::Failed { summary, .. } => Some(summary),
         }
     }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CallError::Failed { retryable: true, .. })
+    }
 }
 
 impl From<RenderFailure> for CallError {
@@ -80,54 +86,131 @@ impl From<RenderFailure> for CallError {
     }
 }
 
-/// A shared HTTP client (one connection pool for the daemon).
-#[derive(Clone)]
+/// How one `send` may behave.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SendOptions {
+    /// Stop retrying after this long (default: the connector's max age).
+    pub budget: Option<Duration>,
+    /// An earlier attempt (before a restart) may have taken effect: check first.
+    pub maybe_applied: bool,
+    /// Never retry (one attempt only).
+    pub single_attempt: bool,
+}
+
+/// Per-connection transport state that outlives config versions.
+struct ConnState {
+    client: reqwest::Client,
+    connect_timeout: Duration,
+    bucket: Bucket,
+}
+
+/// The daemon's HTTP client: one connection pool and one rate-limit bucket
+/// per platform connection.
+#[derive(Clone, Default)]
 pub struct HttpClient {
-    inner: reqwest::Client,
+    states: Arc<Mutex<HashMap<String, Arc<ConnState>>>>,
 }
 
 impl HttpClient {
     pub fn new() -> anyhow::Result<Self> {
-        let inner = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .user_agent(concat!("ordersync/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(HttpClient { inner })
+        Ok(HttpClient::default())
     }
 
-    /// Send with retries for transient failures, honouring `Retry-After`.
+    fn state(&self, conn: &Connection) -> Result<Arc<ConnState>, CallError> {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = states.get(&conn.name).filter(|s| s.connect_timeout == conn.connector.connect_timeout) {
+            return Ok(s.clone());
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(conn.connector.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("ordersync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CallError::Render(format!("HTTP client for {}: {e}", conn.name)))?;
+        let s = Arc::new(ConnState { client, connect_timeout: conn.connector.connect_timeout, bucket: Bucket::default() });
+        states.insert(conn.name.clone(), s.clone());
+        Ok(s)
+    }
+
+    /// Send with retries for transient failures.
     pub async fn send(&self, templates: &Templates, conn: &Connection, req: &RequestSpec, ctx: &Value) -> Result<Exchange, CallError> {
+        self.send_with(templates, conn, req, ctx, SendOptions::default()).await
+    }
+
+    pub async fn send_with(&self, templates: &Templates, conn: &Connection, req: &RequestSpec, ctx: &Value, opts: SendOptions) -> Result<Exchange, CallError> {
         let policy = &conn.connector.retry;
+        let started = Instant::now();
+        let budget = opts.budget.unwrap_or(policy.max_age);
+        let mut maybe_applied = opts.maybe_applied;
         let mut attempt = 1;
         loop {
-            match self.call(templates, conn, req, ctx).await {
-                Ok(mut ex) => {
+            if maybe_applied {
+                if let Some(done) = self.check(templates, conn, req, ctx).await {
+                    let mut ex = done;
                     ex.summary.attempts = attempt;
                     return Ok(ex);
                 }
-                Err(CallError::Failed { retryable: true, retry_after, message, mut summary }) if attempt < policy.max_attempts => {
-                    let wait = retry_after.unwrap_or_else(|| backoff(policy, attempt)).min(policy.max_backoff);
-                    tracing::debug!(connection = %conn.name, request = %req.name, attempt, wait_ms = wait.as_millis() as u64, "{message}; retrying");
-                    summary.attempts = attempt;
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
+            }
+            let result = self.call(templates, conn, req, ctx).await;
+            let (retryable, ambiguous, retry_after) = match &result {
+                Ok(ex) => {
+                    let mut ex = ex.clone();
+                    ex.summary.attempts = attempt;
+                    return Ok(ex);
                 }
-                Err(CallError::Failed { message, retryable, retry_after, mut summary }) => {
+                Err(CallError::Render(_)) => return result,
+                Err(CallError::Failed { retryable, ambiguous, retry_after, .. }) => (*retryable, *ambiguous, *retry_after),
+            };
+            let wait = policy.wait(attempt, retry_after);
+            let out_of_time = started.elapsed() + wait > budget;
+            if !retryable || opts.single_attempt || attempt >= policy.max_attempts || out_of_time {
+                let mut e = result.expect_err("handled Ok above");
+                if let CallError::Failed { summary, message, .. } = &mut e {
                     summary.attempts = attempt;
-                    return Err(CallError::Failed { message, retryable, retry_after, summary });
+                    if retryable && !opts.single_attempt {
+                        let why = if out_of_time { format!("its {}s retry window ran out", budget.as_secs()) } else { format!("{attempt} attempts") };
+                        *message = format!("{message} (gave up after {why})");
+                    }
                 }
-                Err(e) => return Err(e),
+                return Err(e);
+            }
+            tracing::debug!(connection = %conn.name, request = %req.name, attempt, wait_ms = wait.as_millis() as u64, "retrying: {}", result.as_ref().err().map(ToString::to_string).unwrap_or_default());
+            maybe_applied |= ambiguous;
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// Run the request's check, if it has one; `Some` when the effect is already there.
+    async fn check(&self, templates: &Templates, conn: &Connection, req: &RequestSpec, ctx: &Value) -> Option<Exchange> {
+        let check = req.check.as_ref()?;
+        let check_req = conn.connector.requests.get(&check.request)?;
+        match self.call(templates, conn, check_req, ctx).await {
+            Ok(mut ex) => {
+                let done = check.done_when.query(&ex.body).into_iter().any(|v| !matches!(v, Value::Null | Value::Bool(false)) && !is_empty(v));
+                if done {
+                    tracing::info!(connection = %conn.name, request = %req.name, "already in effect on the platform; not resent");
+                    ex.already_done = true;
+                    ex.summary.request = format!("{} (check: {})", req.name, check.request);
+                    Some(ex)
+                } else {
+                    None
+                }
+            }
+            Err(e) => {
+                tracing::debug!(connection = %conn.name, request = %req.name, "check failed: {e}; resending");
+                None
             }
         }
     }
 
     /// One attempt.
     pub async fn call(&self, templates: &Templates, conn: &Connection, req: &RequestSpec, ctx: &Value) -> Result<Exchange, CallError> {
+        let state = self.state(conn)?;
         let path = templates.render(&req.path, ctx)?;
         let url = format!("{}{}", conn.base_url.trim_end_matches('/'), path);
         let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes()).expect("static method names are valid");
-        let mut builder = self.inner.request(method, &url).timeout(req.timeout);
+        let mut builder = state.client.request(method, &url).timeout(req.timeout);
         if !req.query.is_empty() {
             let mut pairs = Vec::with_capacity(req.query.len());
             for (k, t) in &req.query {
@@ -144,9 +227,7 @@ impl HttpClient {
                 let v = render_json(templates, t, ctx)?;
                 builder.header("content-type", "application/json").body(serde_json::to_vec(&v).expect("JSON values serialize"))
             }
-            Body::Text { template, content_type } => {
-                builder.header("content-type", content_type.as_str()).body(templates.render(template, ctx)?)
-            }
+            Body::Text { template, content_type } => builder.header("content-type", content_type.as_str()).body(templates.render(template, ctx)?),
             Body::Form(fields) => {
                 let mut pairs = Vec::with_capacity(fields.len());
                 for (k, t) in fields {
@@ -156,6 +237,9 @@ impl HttpClient {
             }
         };
         let builder = auth::apply(conn, builder).map_err(|e| CallError::Render(e.to_string()))?;
+        if let Some(limit) = &conn.rate_limit {
+            state.bucket.acquire(limit).await;
+        }
 
         let mut summary = CallSummary {
             request: req.name.clone(),
@@ -167,10 +251,10 @@ impl HttpClient {
             error: None,
         };
         let started = Instant::now();
-        let fail = |mut summary: CallSummary, message: String, retryable: bool, retry_after: Option<Duration>| {
+        let fail = |mut summary: CallSummary, message: String, retryable: bool, ambiguous: bool, retry_after: Option<Duration>| {
             let message = redact(&message, conn.secrets.values());
             summary.error = Some(message.clone());
-            CallError::Failed { message, retryable, retry_after, summary: Box::new(summary) }
+            CallError::Failed { message, retryable, ambiguous, retry_after, summary: Box::new(summary) }
         };
 
         let response = match builder.send().await {
@@ -184,12 +268,9 @@ impl HttpClient {
                 } else {
                     "failed in transport"
                 };
-                return Err(fail(
-                    summary,
-                    format!("{} {} {what}: {}", req.method.as_str(), summary_path(&path), root_cause(&e)),
-                    true,
-                    None,
-                ));
+                // A refused connection never reached the platform; anything later might have.
+                let ambiguous = !e.is_connect();
+                return Err(fail(summary, format!("{} {} {what}: {}", req.method.as_str(), summary_path(&path), root_cause(&e)), true, ambiguous, None));
             }
         };
         let status = response.status().as_u16();
@@ -199,41 +280,44 @@ impl HttpClient {
             Ok(b) => b,
             Err(e) => {
                 summary.duration_ms = started.elapsed().as_millis() as u64;
-                return Err(fail(summary, format!("reading the answer to {} failed: {e}", req.name), true, None));
+                return Err(fail(summary, format!("reading the answer to {} failed: {}", req.name, root_cause(&e)), true, true, None));
             }
         };
         summary.duration_ms = started.elapsed().as_millis() as u64;
         let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        if let Some(limit) = &conn.rate_limit {
+            state.bucket.settle(limit, &body);
+        }
 
         let rules = &conn.connector.errors;
         if let Some(t) = &rules.throttled {
             if t.first(&body).is_some() {
-                return Err(fail(summary, format!("{} was throttled by the platform", req.name), true, retry_after));
+                return Err(fail(summary, format!("{} was throttled by the platform", req.name), true, false, retry_after));
             }
         }
         if !(200..300).contains(&status) {
             let detail = error_text(rules.message.as_ref().map(|p| p.query(&body)), &bytes);
             let retryable = status == 429 || conn.connector.retry.retry_statuses.contains(&status);
-            return Err(fail(summary, format!("{} answered {status}: {detail}", req.name), retryable, retry_after));
+            return Err(fail(summary, format!("{} answered {status}: {detail}", req.name), retryable, status >= 500, retry_after));
         }
         if let Some(p) = &rules.message {
             let found = p.query(&body);
             if !found.is_empty() {
-                return Err(fail(summary, format!("{} reported errors: {}", req.name, error_text(Some(found), &bytes)), false, None));
+                return Err(fail(summary, format!("{} reported errors: {}", req.name, error_text(Some(found), &bytes)), false, false, None));
             }
         }
         if let Some(p) = &req.user_errors {
             let found: Vec<&Value> = p.query(&body).into_iter().filter(|v| !is_empty(v)).collect();
             if !found.is_empty() {
-                return Err(fail(summary, format!("{} was refused: {}", req.name, error_text(Some(found), &bytes)), false, None));
+                return Err(fail(summary, format!("{} was refused: {}", req.name, error_text(Some(found), &bytes)), false, false, None));
             }
         }
         let extracts = if req.extract.is_empty() {
             Value::Object(Map::new())
         } else {
-            extract_object(&req.extract, &body).map_err(|e| fail(summary.clone(), format!("{}: {e}", req.name), false, None))?
+            extract_object(&req.extract, &body).map_err(|e| fail(summary.clone(), format!("{}: {e}", req.name), false, false, None))?
         };
-        Ok(Exchange { status, body, extracts, summary })
+        Ok(Exchange { status, body, extracts, summary, already_done: false })
     }
 }
 
@@ -290,20 +374,6 @@ fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max { s.to_string() } else { format!("{}…", s.chars().take(max).collect::<String>()) }
 }
 
-/// `Retry-After` as seconds (fractions allowed, as Shopify sends `2.0`).
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    let secs: f64 = v.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
-}
-
-/// Exponential backoff with full jitter.
-pub fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
-    let base = policy.initial_backoff.saturating_mul(1u32 << attempt.min(16).saturating_sub(1));
-    let capped = base.min(policy.max_backoff);
-    let jitter = rand::random::<f64>();
-    Duration::from_secs_f64(capped.as_secs_f64() * (0.5 + jitter / 2.0))
-}
-
 pub fn render_json(templates: &Templates, t: &JsonTemplate, ctx: &Value) -> Result<Value, RenderFailure> {
     Ok(match t {
         JsonTemplate::Fixed(v) => v.clone(),
@@ -322,23 +392,4 @@ pub fn render_json(templates: &Templates, t: &JsonTemplate, ctx: &Value) -> Resu
 fn form_encode(pairs: &[(&str, String)]) -> String {
     use crate::adapters::template::percent_encode;
     pairs.iter().map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect::<Vec<_>>().join("&")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_accepts_fractions() {
-        assert_eq!(parse_retry_after("2.0"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after("soon"), None);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy { initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(1), ..Default::default() };
-        assert!(backoff(&p, 1) <= Duration::from_millis(100));
-        assert!(backoff(&p, 10) <= Duration::from_secs(1));
-        assert!(backoff(&p, 10) >= Duration::from_millis(500));
-    }
 }

@@ -8,6 +8,8 @@
 pub mod auth;
 pub mod client;
 pub mod extract;
+pub mod ratelimit;
+pub mod retry;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -36,7 +38,9 @@ pub struct Connector {
     pub default_headers: Vec<(String, Template)>,
     pub errors: ErrorRules,
     pub reported_excludes_open_orders: bool,
-    pub retry: client::RetryPolicy,
+    pub retry: retry::RetryPolicy,
+    pub rate_limit: Option<ratelimit::RateLimit>,
+    pub connect_timeout: Duration,
     pub requests: BTreeMap<String, Arc<RequestSpec>>,
 }
 
@@ -90,6 +94,15 @@ pub struct RequestSpec {
     pub extract: Vec<(String, Extractor)>,
     pub user_errors: Option<JsonPath>,
     pub timeout: Duration,
+    /// Read-before-write for resends.
+    pub check: Option<Check>,
+}
+
+/// Before a resend: run `request`; if `done_when` matches, the effect is there.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub request: String,
+    pub done_when: JsonPath,
 }
 
 pub enum Body {
@@ -129,6 +142,8 @@ pub struct Connection {
     /// Values as templates see them (`values.<name>`).
     pub values: Value,
     pub secrets: BTreeMap<String, Secret>,
+    /// The connector's rate limit with this account's overrides.
+    pub rate_limit: Option<ratelimit::RateLimit>,
 }
 
 impl Connection {

@@ -22,6 +22,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/orders/{id}", get(order))
         .route("/failed-events", get(failed_events))
         .route("/dead-letters", get(dead_letters))
+        .route("/dead-letters/{id}", get(dead_letter).delete(drop_dead_letter))
+        .route("/dead-letters/{id}/replay", post(replay_dead_letter))
         .layer(middleware::from_fn_with_state(state, require_token))
 }
 
@@ -115,6 +117,38 @@ async fn order(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Re
 async fn failed_events(State(state): State<Arc<AppState>>) -> Response {
     match state.rt.store.failed_events() {
         Ok(list) => axum::Json(json!({ "failed_events": list })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn dead_letter(State(state): State<Arc<AppState>>, Path(id): Path<u64>) -> Response {
+    match state.rt.store.dead_letter(id) {
+        Ok(Some(d)) => {
+            let order = state.rt.store.order(&d.order_id).ok().flatten();
+            let writeback = state.rt.store.writeback(&d.order_id).ok().flatten();
+            axum::Json(json!({ "dead_letter": d, "order": order, "writeback": writeback })).into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no dead letter {id}")),
+        Err(e) => internal(e),
+    }
+}
+
+/// Send the step again with the same idempotency key; answers once the
+/// write-back has run (done, or dead-lettered again).
+async fn replay_dead_letter(State(state): State<Arc<AppState>>, Path(id): Path<u64>) -> Response {
+    use crate::runtime::writeback::{DeadLetterError, replay};
+    match replay(&state.rt, id).await {
+        Ok(order) => axum::Json(json!({ "order": order })).into_response(),
+        Err(DeadLetterError::NotFound(_)) => error(StatusCode::NOT_FOUND, format!("no dead letter {id}")),
+        Err(e) => internal(e),
+    }
+}
+
+async fn drop_dead_letter(State(state): State<Arc<AppState>>, Path(id): Path<u64>) -> Response {
+    use crate::runtime::writeback::{DeadLetterError, drop_letter};
+    match drop_letter(&state.rt, id).await {
+        Ok(d) => axum::Json(json!({ "dropped": d })).into_response(),
+        Err(DeadLetterError::NotFound(_)) => error(StatusCode::NOT_FOUND, format!("no dead letter {id}")),
         Err(e) => internal(e),
     }
 }

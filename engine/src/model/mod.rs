@@ -139,6 +139,8 @@ pub enum WritebackState {
     Done,
     /// A step exhausted its retries; see the dead-letter list.
     DeadLettered,
+    /// An operator dropped the dead-lettered step; nothing more is sent.
+    Dropped,
 }
 
 /// One entry of an order's status history.

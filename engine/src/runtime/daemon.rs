@@ -66,7 +66,7 @@ impl Daemon {
         let (stop, stopping) = watch::channel(false);
         let registry = Registry::new(cfg, opts.paths.clone(), load_options, opts.clock.now_rfc3339());
         let rt =
-            Arc::new(Runtime { store, registry, http: HttpClient::new()?, clock: opts.clock.clone(), queue, stopping: stopping.clone() });
+            Arc::new(Runtime { store, registry, http: HttpClient::new()?, clock: opts.clock.clone(), queue, stopping: stopping.clone(), attempts: Default::default() });
 
         let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
@@ -101,7 +101,7 @@ impl Daemon {
                         break;
                     }
                     let cfg = rt2.registry.current();
-                    writeback::run(&rt2, &cfg, &job.order_id).await;
+                    writeback::run(&rt2, &cfg, &job.order_id, true).await;
                 }
             });
         }

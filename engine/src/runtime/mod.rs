@@ -30,6 +30,9 @@ pub struct Runtime {
     pub queue: mpsc::UnboundedSender<u64>,
     /// Flips to true when the daemon is asked to stop.
     pub stopping: watch::Receiver<bool>,
+    /// Failed attempts per queued event, for its backoff (in memory only:
+    /// the event's age, which limits retries, is in the store).
+    pub attempts: std::sync::Mutex<std::collections::HashMap<u64, u32>>,
 }
 
 impl Runtime {
@@ -39,6 +42,17 @@ impl Runtime {
 
     pub fn is_stopping(&self) -> bool {
         *self.stopping.borrow()
+    }
+
+    pub fn count_attempt(&self, event_id: u64) -> u32 {
+        let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = a.entry(event_id).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    pub fn forget_attempts(&self, event_id: u64) {
+        self.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&event_id);
     }
 
     /// Resolves once the daemon is asked to stop.

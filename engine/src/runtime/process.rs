@@ -14,6 +14,7 @@ use super::Runtime;
 use super::writeback;
 use crate::adapters::rules::{AllocatedLine, RuleOutcome};
 use crate::config::ConfigSet;
+use crate::connector::client::SendOptions;
 use crate::inventory::ledger;
 use crate::model::{Decision, Order, OrderRecord, OrderStatus, StatusChange, StockView, WritebackState};
 use crate::store::{AuditEntry, AuditKind, EventRecord, FailedEvent, StoreError, WritebackJob};
@@ -25,35 +26,52 @@ use crate::workflow::stock::{self, ReportedStock};
 /// How many times a decision is retaken when stock moved under it.
 const MAX_REDECIDE: usize = 5;
 
-/// Process one event; store failures leave it queued for a later attempt.
-pub async fn process_event(rt: &Runtime, event_id: u64) {
-    if let Err(e) = try_process(rt, event_id).await {
-        tracing::error!(event_id, "processing failed: {e}; the event stays queued and is retried");
-        let queue = rt.queue.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            let _ = queue.send(event_id);
-        });
-    }
+/// What became of one attempt at an event.
+enum Attempt {
+    Finished,
+    /// A platform was unreachable; the event stays queued and is tried again.
+    Later { reason: String },
 }
 
-async fn try_process(rt: &Runtime, event_id: u64) -> Result<(), StoreError> {
+/// Process one event. When a platform cannot be reached, or the store
+/// fails, the event stays queued and is retried after a pause that grows
+/// with each failure.
+pub async fn process_event(rt: &Runtime, event_id: u64) {
+    let reason = match try_process(rt, event_id).await {
+        Ok(Attempt::Finished) => {
+            rt.forget_attempts(event_id);
+            return;
+        }
+        Ok(Attempt::Later { reason }) => reason,
+        Err(e) => format!("the store failed: {e}"),
+    };
+    let n = rt.count_attempt(event_id);
+    let wait = crate::connector::retry::backoff(&crate::connector::retry::RetryPolicy::default(), n).max(std::time::Duration::from_millis(500));
+    tracing::warn!(event_id, attempt = n, wait_ms = wait.as_millis() as u64, "event stays queued: {reason}");
+    let queue = rt.queue.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        let _ = queue.send(event_id);
+    });
+}
+
+async fn try_process(rt: &Runtime, event_id: u64) -> Result<Attempt, StoreError> {
     let Some(ev) = rt.store.event(event_id)? else {
-        return Ok(());
+        return Ok(Attempt::Finished);
     };
     let cfg = rt.registry.current();
     let Some(wf) = cfg.workflows.get(&ev.workflow).cloned() else {
-        return fail_event(rt, &ev, format!("workflow `{}` is no longer configured", ev.workflow)).await;
+        return fail_event(rt, &ev, format!("workflow `{}` is no longer configured", ev.workflow)).await.map(|_| Attempt::Finished);
     };
     let payload: Value = match serde_json::from_str(ev.payload.get()) {
         Ok(v) => v,
-        Err(e) => return fail_event(rt, &ev, format!("stored payload is not JSON: {e}")).await,
+        Err(e) => return fail_event(rt, &ev, format!("stored payload is not JSON: {e}")).await.map(|_| Attempt::Finished),
     };
     let now = rt.now();
     let origin = Origin { platform: &wf.connection.connector.name, connection: &wf.connection.name, workflow: &wf.name, now: &now };
     let order = match wf.mapping.map(&payload, &origin) {
         Ok(o) => o,
-        Err(e) => return fail_event(rt, &ev, e.0).await,
+        Err(e) => return fail_event(rt, &ev, e.0).await.map(|_| Attempt::Finished),
     };
     if let Some(existing) = rt.store.order(&order.id)? {
         if existing.status != OrderStatus::Received {
@@ -67,7 +85,7 @@ async fn try_process(rt: &Runtime, event_id: u64) -> Result<(), StoreError> {
                     w.remove_event(event_id)
                 })
                 .await?;
-            return Ok(());
+            return Ok(Attempt::Finished);
         }
     }
 
@@ -79,11 +97,15 @@ async fn try_process(rt: &Runtime, event_id: u64) -> Result<(), StoreError> {
     }];
     let mut base = json!({ "order": order_json(&order, &payload), "values": wf.connection.values.clone(), "params": wf.params.clone(), "now": now.clone() });
 
-    let reported = match lookup_stock(rt, &cfg, &wf, &order, &mut base, &mut audit).await {
+    // Lookups may be retried until the connector's max age, counted from intake.
+    let age = crate::clock::parse_instant(&ev.received_at).map(|t| (rt.clock.now() - t).unsigned_abs()).unwrap_or_default();
+    let budget = wf.connection.connector.retry.max_age.saturating_sub(age);
+    let reported = match lookup_stock(rt, &cfg, &wf, &order, &mut base, &mut audit, budget).await {
         Ok(r) => r,
-        Err(message) => {
+        Err(LookupFailure { message, retryable: true }) if !budget.is_zero() && !rt.is_stopping() => return Ok(Attempt::Later { reason: message }),
+        Err(LookupFailure { message, .. }) => {
             METRICS.inc("ordersync_order_errors_total", &[("workflow", &wf.name), ("stage", "lookup")]);
-            return commit_error(rt, &cfg, &wf, order, payload, ev, audit, message).await;
+            return commit_error(rt, &cfg, &wf, order, payload, ev, audit, message).await.map(|_| Attempt::Finished);
         }
     };
 
@@ -114,14 +136,14 @@ async fn try_process(rt: &Runtime, event_id: u64) -> Result<(), StoreError> {
             }
             Err(e) => {
                 METRICS.inc("ordersync_order_errors_total", &[("workflow", &wf.name), ("stage", "rule")]);
-                return commit_error(rt, &cfg, &wf, order, payload, ev, audit, e.to_string()).await;
+                return commit_error(rt, &cfg, &wf, order, payload, ev, audit, e.to_string()).await.map(|_| Attempt::Finished);
             }
         };
         let allocations = match allocations(&order, &outcome) {
             Ok(a) => a,
             Err(message) => {
                 METRICS.inc("ordersync_order_errors_total", &[("workflow", &wf.name), ("stage", "rule")]);
-                return commit_error(rt, &cfg, &wf, order, payload, ev, audit, message).await;
+                return commit_error(rt, &cfg, &wf, order, payload, ev, audit, message).await.map(|_| Attempt::Finished);
             }
         };
         let result = commit_decision(rt, &cfg, &wf, &order, &payload, &ev, &reported, views, &outcome, allocations, audit.clone()).await?;
@@ -129,11 +151,11 @@ async fn try_process(rt: &Runtime, event_id: u64) -> Result<(), StoreError> {
             Committed::Done { writeback } => {
                 METRICS.inc("ordersync_decisions_total", &[("workflow", &wf.name), ("decision", outcome.decision.as_str())]);
                 if writeback {
-                    writeback::run(rt, &cfg, &order.id).await;
+                    writeback::run(rt, &cfg, &order.id, false).await;
                 }
-                return Ok(());
+                return Ok(Attempt::Finished);
             }
-            Committed::AlreadyDecided => return Ok(()),
+            Committed::AlreadyDecided => return Ok(Attempt::Finished),
             Committed::Shortfall(s) if attempt < MAX_REDECIDE => {
                 audit.push(AuditEntry {
                     at: rt.now(),
@@ -145,7 +167,7 @@ async fn try_process(rt: &Runtime, event_id: u64) -> Result<(), StoreError> {
             }
             Committed::Shortfall(s) => {
                 let message = format!("stock for {} kept changing under the decision ({} attempts)", s.sku, attempt);
-                return commit_error(rt, &cfg, &wf, order, payload, ev, audit, message).await;
+                return commit_error(rt, &cfg, &wf, order, payload, ev, audit, message).await.map(|_| Attempt::Finished);
             }
         }
     }
@@ -173,6 +195,12 @@ fn rule_input(base: &Value, views: &BTreeMap<String, StockView>) -> Value {
     input
 }
 
+struct LookupFailure {
+    message: String,
+    /// The platform may answer later (unreachable, 5xx, throttled).
+    retryable: bool,
+}
+
 /// Run the stock request once per distinct SKU.
 async fn lookup_stock(
     rt: &Runtime,
@@ -181,16 +209,18 @@ async fn lookup_stock(
     order: &Order,
     base: &mut Value,
     audit: &mut Vec<AuditEntry>,
-) -> Result<BTreeMap<String, ReportedStock>, String> {
+    budget: std::time::Duration,
+) -> Result<BTreeMap<String, ReportedStock>, LookupFailure> {
     let mut out = BTreeMap::new();
     let now = rt.now();
     for sku in order.qty_by_sku().keys() {
         let mut ctx = base.clone();
         ctx["sku"] = Value::String(sku.to_string());
-        match rt.http.send(&cfg.templates, &wf.connection, &wf.stock.request, &ctx).await {
+        let opts = SendOptions { budget: Some(budget), ..SendOptions::default() };
+        match rt.http.send_with(&cfg.templates, &wf.connection, &wf.stock.request, &ctx, opts).await {
             Ok(ex) => {
                 METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "ok")]);
-                let reported = stock::from_extracts(sku, &ex.extracts, &now).map_err(|e| format!("stock lookup for {sku}: {e}"))?;
+                let reported = stock::from_extracts(sku, &ex.extracts, &now).map_err(|e| LookupFailure { message: format!("stock lookup for {sku}: {e}"), retryable: false })?;
                 audit.push(AuditEntry {
                     at: rt.now(),
                     kind: AuditKind::Lookup,
@@ -207,7 +237,7 @@ async fn lookup_stock(
                     message: format!("{sku}: lookup failed"),
                     call: e.summary().cloned(),
                 });
-                return Err(format!("stock lookup for {sku} failed: {e}"));
+                return Err(LookupFailure { message: format!("stock lookup for {sku} failed: {e}"), retryable: e.is_retryable() });
             }
         }
     }

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::Runtime;
 use super::process::order_json;
 use crate::config::ConfigSet;
-use crate::connector::client::render_json;
+use crate::connector::client::{SendOptions, render_json};
 use crate::model::{Decision, WritebackState};
 use crate::store::{AuditEntry, AuditKind, DeadLetter, StepProgress, StepState, StoreError};
 use crate::telemetry::metrics::METRICS;
@@ -45,14 +45,17 @@ pub fn new_step(workflow: &str, order_id: &str, decision: Decision, name: &str) 
     }
 }
 
-/// Send whatever is pending for `order_id`. Failures are recorded, not returned.
-pub async fn run(rt: &Runtime, cfg: &ConfigSet, order_id: &str) {
-    if let Err(e) = try_run(rt, cfg, order_id).await {
+/// Send whatever is pending for `order_id`. Failures are recorded, not
+/// returned. `resumed`: the job was left unfinished by an earlier run, so its
+/// first pending step may already have taken effect (steps with a check
+/// look before they resend).
+pub async fn run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) {
+    if let Err(e) = try_run(rt, cfg, order_id, resumed).await {
         tracing::error!(order = order_id, "write-back could not be recorded: {e}; it resumes on the next start");
     }
 }
 
-async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str) -> Result<(), StoreError> {
+async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) -> Result<(), StoreError> {
     let Some(mut job) = rt.store.writeback(order_id)? else {
         return Ok(());
     };
@@ -74,6 +77,10 @@ async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str) -> Result<(), St
         "steps": {},
     });
     let steps = wf.steps_for(job.decision);
+    // The retry window runs from when the decision was made.
+    let age = crate::clock::parse_instant(&job.created_at).map(|t| (rt.clock.now() - t).unsigned_abs()).unwrap_or_default();
+    let budget = wf.connection.connector.retry.max_age.saturating_sub(age);
+    let mut maybe_applied = resumed;
     for i in 0..job.steps.len() {
         let progress = job.steps[i].clone();
         match progress.state {
@@ -81,7 +88,7 @@ async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str) -> Result<(), St
                 ctx["steps"][&progress.name] = step_results(&progress.results, has_for_each(steps, &progress.name));
                 continue;
             }
-            StepState::DeadLettered => return Ok(()),
+            StepState::DeadLettered | StepState::Dropped => return Ok(()),
             StepState::Pending => {}
         }
         let Some(step) = steps.iter().find(|s| s.name == progress.name) else {
@@ -128,13 +135,15 @@ async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str) -> Result<(), St
                 }
             }
             call_ctx["args"] = Value::Object(args);
-            match rt.http.send(&cfg.templates, &wf.connection, &step.request, &call_ctx).await {
+            let opts = SendOptions { budget: Some(budget), maybe_applied, single_attempt: false };
+            match rt.http.send_with(&cfg.templates, &wf.connection, &step.request, &call_ctx, opts).await {
                 Ok(ex) => {
                     METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "ok")]);
+                    let what = if ex.already_done { "was already in effect; not resent" } else { "sent" };
                     let entry = AuditEntry {
                         at: rt.now(),
                         kind: AuditKind::Writeback,
-                        message: format!("{} sent ({})", step.name, job.decision.as_str()),
+                        message: format!("{} {what} ({})", step.name, job.decision.as_str()),
                         call: Some(ex.summary),
                     };
                     let id = order_id.to_string();
@@ -156,6 +165,7 @@ async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str) -> Result<(), St
                 }
             }
         }
+        maybe_applied = false;
         ctx["steps"][&step.name] = step_results(&results, step.for_each.is_some());
         METRICS.inc("ordersync_writeback_steps_total", &[("workflow", &job.workflow), ("result", "done")]);
         job.steps[i].state = StepState::Done;
@@ -253,6 +263,66 @@ async fn dead_letter(
             w.audit(&id, &entry)
         })
         .await
+}
+
+/// Why a dead letter could not be acted on.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("no dead letter {0}")]
+    NotFound(u64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Send a dead-lettered step again (same idempotency key), then the steps after it.
+pub async fn replay(rt: &Runtime, id: u64) -> Result<crate::model::OrderRecord, DeadLetterError> {
+    let now = rt.now();
+    let letter = rt
+        .store
+        .write(move |w| {
+            let Some(letter) = w.take_dead_letter(id)? else { return Ok(None) };
+            if let Some(mut job) = w.writeback(&letter.order_id)? {
+                for step in job.steps.iter_mut().filter(|s| s.state == StepState::DeadLettered) {
+                    step.state = StepState::Pending;
+                }
+                // A replay gets a fresh retry window.
+                job.created_at = now.clone();
+                w.put_writeback(&job)?;
+            }
+            if let Some(mut rec) = w.order(&letter.order_id)? {
+                rec.writeback = WritebackState::Pending;
+                w.put_order(&rec)?;
+            }
+            let entry = AuditEntry { at: now, kind: AuditKind::Writeback, message: format!("dead letter {id} ({}) replayed by an operator", letter.step), call: None };
+            w.audit(&letter.order_id, &entry)?;
+            Ok(Some(letter))
+        })
+        .await?
+        .ok_or(DeadLetterError::NotFound(id))?;
+    let cfg = rt.registry.current();
+    run(rt, &cfg, &letter.order_id, true).await;
+    rt.store.order(&letter.order_id)?.ok_or(DeadLetterError::NotFound(id))
+}
+
+/// Give up on a dead-lettered step for good: nothing more is sent for its job.
+pub async fn drop_letter(rt: &Runtime, id: u64) -> Result<DeadLetter, DeadLetterError> {
+    let now = rt.now();
+    rt.store
+        .write(move |w| {
+            let Some(letter) = w.take_dead_letter(id)? else { return Ok(None) };
+            if let Some(job) = w.writeback(&letter.order_id)? {
+                w.remove_writeback(&job.order_id)?;
+            }
+            if let Some(mut rec) = w.order(&letter.order_id)? {
+                rec.writeback = WritebackState::Dropped;
+                w.put_order(&rec)?;
+            }
+            let entry = AuditEntry { at: now, kind: AuditKind::Writeback, message: format!("dead letter {id} ({}) dropped by an operator", letter.step), call: None };
+            w.audit(&letter.order_id, &entry)?;
+            Ok(Some(letter))
+        })
+        .await?
+        .ok_or(DeadLetterError::NotFound(id))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! all run against it.
 
 pub mod erp;
+pub mod faults;
 pub mod platforms;
 
 use std::collections::HashMap;
@@ -24,11 +25,14 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use erp::{Erp, LineRequest, SimOrder};
+use faults::{FaultRule, Faults};
 use platforms::shopify::{CostLimits, ShopifyCredentials, ShopifySim};
 
 pub struct SandboxOptions {
     pub shopify: ShopifyCredentials,
     pub shopify_limits: CostLimits,
+    /// Seed of the fault plan's random choices (replay a run with the same seed).
+    pub fault_seed: u64,
 }
 
 impl SandboxOptions {
@@ -41,6 +45,7 @@ impl SandboxOptions {
                 webhook_secret: random_hex(32),
             },
             shopify_limits: CostLimits::default(),
+            fault_seed: rand::random(),
         }
     }
 }
@@ -54,12 +59,14 @@ pub struct Sandbox {
     pub addr: SocketAddr,
     pub erp: Arc<Erp>,
     pub shopify: Arc<ShopifySim>,
+    pub faults: Arc<Faults>,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
 }
 
 struct Shared {
     erp: Arc<Erp>,
+    faults: Arc<Faults>,
     shopify: Arc<ShopifySim>,
     /// Where each platform delivers its webhooks.
     targets: RwLock<HashMap<String, String>>,
@@ -69,8 +76,9 @@ impl Sandbox {
     /// Serve on `listener` (bind it to a loopback address).
     pub async fn start(listener: tokio::net::TcpListener, opts: SandboxOptions) -> std::io::Result<Sandbox> {
         let erp = Arc::new(Erp::new());
-        let shopify = ShopifySim::new(erp.clone(), opts.shopify, opts.shopify_limits);
-        let shared = Arc::new(Shared { erp: erp.clone(), shopify: shopify.clone(), targets: RwLock::new(HashMap::new()) });
+        let faults = Arc::new(Faults::new(opts.fault_seed));
+        let shopify = ShopifySim::new(erp.clone(), faults.clone(), opts.shopify, opts.shopify_limits);
+        let shared = Arc::new(Shared { erp: erp.clone(), faults: faults.clone(), shopify: shopify.clone(), targets: RwLock::new(HashMap::new()) });
         let app = Router::new().nest("/shopify", shopify.router()).nest("/_sandbox", control(shared.clone()));
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -81,7 +89,7 @@ impl Sandbox {
                 })
                 .await;
         });
-        Ok(Sandbox { addr, erp, shopify, shared, stop: Some(stop) })
+        Ok(Sandbox { addr, erp, shopify, faults, shared, stop: Some(stop) })
     }
 
     /// Base URL of one simulated platform, for a connection's `base_url`.
@@ -99,6 +107,11 @@ impl Sandbox {
         self.shared.place_order(platform, customer, lines).await
     }
 
+    /// Place an order without delivering its webhook yet (see `redeliver`).
+    pub fn create_order(&self, platform: &str, customer: u64, lines: &[LineRequest]) -> Result<SimOrder, String> {
+        self.shared.create_order(platform, customer, lines)
+    }
+
     /// Deliver an order's webhook again with the same delivery id, as a platform retry does.
     pub async fn redeliver(&self, order_id: u64) -> Result<u16, String> {
         self.shared.deliver(order_id).await
@@ -112,13 +125,18 @@ impl Sandbox {
 }
 
 impl Shared {
-    async fn place_order(&self, platform: &str, customer: u64, lines: &[LineRequest]) -> Result<(SimOrder, u16), String> {
+    fn create_order(&self, platform: &str, customer: u64, lines: &[LineRequest]) -> Result<SimOrder, String> {
         let now = crate::clock::format_rfc3339(time::OffsetDateTime::now_utc());
         let order = self.erp.place_order(platform, customer, lines, &now)?;
         let webhook_id = uuid_like();
         self.erp.update_order(order.id, |o| o.extra.insert("webhook_id".into(), json!(webhook_id)));
+        Ok(self.erp.order(order.id).unwrap_or(order))
+    }
+
+    async fn place_order(&self, platform: &str, customer: u64, lines: &[LineRequest]) -> Result<(SimOrder, u16), String> {
+        let order = self.create_order(platform, customer, lines)?;
         let status = self.deliver(order.id).await?;
-        Ok((self.erp.order(order.id).unwrap_or(order), status))
+        Ok((order, status))
     }
 
     async fn deliver(&self, order_id: u64) -> Result<u16, String> {
@@ -147,6 +165,7 @@ fn control(shared: Arc<Shared>) -> Router {
         .route("/effects", get(effects))
         .route("/stock", put(set_stock))
         .route("/webhook-targets/{platform}", put(set_target))
+        .route("/faults", put(set_faults).get(get_faults).delete(clear_faults))
         .with_state(shared)
 }
 
@@ -212,6 +231,21 @@ async fn set_stock(State(s): State<Arc<Shared>>, axum::Json(req): axum::Json<Set
     };
     s.erp.set_stock(&req.sku, loc, req.on_hand, req.incoming, req.eta.as_deref());
     axum::Json(json!({"sku": req.sku, "levels": s.erp.levels(&req.sku)})).into_response()
+}
+
+async fn set_faults(State(s): State<Arc<Shared>>, axum::Json(rules): axum::Json<Vec<FaultRule>>) -> Response {
+    s.faults.set(rules);
+    get_faults(State(s)).await
+}
+
+async fn get_faults(State(s): State<Arc<Shared>>) -> Response {
+    let rules: Vec<_> = s.faults.report().into_iter().map(|(r, fired)| json!({"rule": r, "fired": fired})).collect();
+    axum::Json(json!({"seed": s.faults.seed, "rules": rules})).into_response()
+}
+
+async fn clear_faults(State(s): State<Arc<Shared>>) -> Response {
+    s.faults.clear();
+    get_faults(State(s)).await
 }
 
 #[derive(Deserialize)]

@@ -114,6 +114,7 @@ pub enum StepState {
     Pending,
     Done,
     DeadLettered,
+    Dropped,
 }
 
 /// A write-back step that exhausted its retries.

@@ -217,6 +217,10 @@ impl Store {
         })
     }
 
+    pub fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
+        self.read(|t| t.open_table(DEAD_LETTERS).map_err(storage)?.get(id).map_err(storage)?.map(|v| decode("dead letter", v.value())).transpose())
+    }
+
     pub fn failed_events(&self) -> Result<Vec<FailedEvent>, StoreError> {
         self.read(|t| {
             let table = t.open_table(FAILED_EVENTS).map_err(storage)?;

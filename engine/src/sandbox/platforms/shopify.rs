@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use crate::config::raw::SignatureAlgorithm;
 use crate::connector::webhook::hmac_bytes;
 use crate::sandbox::erp::{Erp, OrderState, SimOrder};
+use crate::sandbox::faults::{self, Faults, When};
 
 /// Credentials the simulated shop accepts and signs with.
 #[derive(Debug, Clone)]
@@ -50,6 +51,7 @@ impl Default for CostLimits {
 
 pub struct ShopifySim {
     pub erp: Arc<Erp>,
+    faults: Arc<Faults>,
     pub creds: ShopifyCredentials,
     limits: CostLimits,
     bucket: Mutex<(f64, Instant)>,
@@ -68,8 +70,8 @@ fn parse_gid(gid: &str, kind: &str) -> Option<u64> {
 }
 
 impl ShopifySim {
-    pub fn new(erp: Arc<Erp>, creds: ShopifyCredentials, limits: CostLimits) -> Arc<Self> {
-        Arc::new(ShopifySim { erp, creds, limits, bucket: Mutex::new((limits.maximum, Instant::now())), client: reqwest::Client::new() })
+    pub fn new(erp: Arc<Erp>, faults: Arc<Faults>, creds: ShopifyCredentials, limits: CostLimits) -> Arc<Self> {
+        Arc::new(ShopifySim { erp, faults, creds, limits, bucket: Mutex::new((limits.maximum, Instant::now())), client: reqwest::Client::new() })
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
@@ -252,10 +254,26 @@ fn quantity_names(query: &str) -> Vec<String> {
 }
 
 async fn graphql(State(sim): State<Arc<ShopifySim>>, Path(version): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let operation = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("query").and_then(Value::as_str).and_then(root_field).map(str::to_string)).unwrap_or_default();
+    let error_body = json!({"errors": "Internal Server Error"});
+    let fault = sim.faults.pick("shopify", &operation);
+    if let Some((kind, When::Before)) = &fault {
+        if let Some(r) = faults::before(kind, &error_body).await {
+            return r;
+        }
+    }
+    let real = answer(&sim, &version, &headers, &body);
+    match &fault {
+        Some((kind, When::After)) => faults::after(kind, real, &error_body).await,
+        _ => real,
+    }
+}
+
+fn answer(sim: &ShopifySim, version: &str, headers: &HeaderMap, body: &[u8]) -> Response {
     if headers.get("x-shopify-access-token").and_then(|v| v.to_str().ok()) != Some(sim.creds.access_token.as_str()) {
         return unauthorized();
     }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
         return (StatusCode::BAD_REQUEST, axum::Json(json!({"errors": "Bad Request"}))).into_response();
     };
     let query = req.get("query").and_then(Value::as_str).unwrap_or("");
@@ -276,12 +294,12 @@ async fn graphql(State(sim): State<Arc<ShopifySim>>, Path(version): Path<String>
         }
     };
     let data = match field {
-        "productVariants" => product_variants(&sim, query, &vars),
-        "order" => order(&sim, &vars),
-        "tagsAdd" => tags_add(&sim, &vars),
-        "fulfillmentOrderHold" => hold(&sim, &vars),
-        "orderCancel" => cancel(&sim, &vars),
-        "inventoryAdjustQuantities" => match adjust(&sim, query, &vars, &version) {
+        "productVariants" => product_variants(sim, query, &vars),
+        "order" => order(sim, &vars),
+        "tagsAdd" => tags_add(sim, &vars),
+        "fulfillmentOrderHold" => hold(sim, &vars),
+        "orderCancel" => cancel(sim, &vars),
+        "inventoryAdjustQuantities" => match adjust(sim, query, &vars, version) {
             Ok(d) => d,
             Err(message) => return gql_error(&message),
         },
@@ -341,7 +359,8 @@ fn order(sim: &ShopifySim, vars: &Value) -> Value {
                 .filter(|fo| !o.holds.iter().any(|h| h.fulfillment_order == **fo) && o.state != OrderState::Cancelled)
                 .map(|fo| json!({"id": gid("FulfillmentOrder", *fo), "status": "OPEN"}))
                 .collect();
-            json!({"order": {"id": gid("Order", o.id), "fulfillmentOrders": {"nodes": nodes}}})
+            let cancelled_at = if o.state == OrderState::Cancelled { json!(o.extra.get("cancelled_at").cloned().unwrap_or(json!("2026-01-01T00:00:00Z"))) } else { Value::Null };
+            json!({"order": {"id": gid("Order", o.id), "cancelledAt": cancelled_at, "tags": o.tags, "fulfillmentOrders": {"nodes": nodes}}})
         }
     }
 }
@@ -418,6 +437,7 @@ fn cancel(sim: &ShopifySim, vars: &Value) -> Value {
     sim.erp.update_order(order.id, |o| {
         o.state = OrderState::Cancelled;
         o.cancel_reason = Some(reason.clone());
+        o.extra.insert("cancelled_at".into(), json!(crate::clock::format_rfc3339(time::OffsetDateTime::now_utc())));
         if let Some(note) = vars.get("staffNote").and_then(Value::as_str) {
             o.notes.push(note.to_string());
         }
