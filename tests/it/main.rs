@@ -3,6 +3,7 @@
 //! admin API. One test binary, one module per area.
 
 mod config;
+mod delivery;
 mod intake;
 mod reload;
 mod shopify;

@@ -185,11 +185,7 @@ async fn sighup_and_the_reload_command_read_rotated_secrets() {
     env.write("secrets/shopify-webhook", rotated);
     assert_eq!(post_signed(&daemon, "/hooks/shopify-orders", body, rotated).await, 401, "not read before a reload");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ordersync"))
-        .args(["reload", "--url", &daemon.url("")])
-        .env("ORDERSYNC_ADMIN_TOKEN", &daemon.token)
-        .output()
-        .unwrap();
+    let out = crate::support::cli(&daemon, &["reload"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("version 2 is live"), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(post_signed(&daemon, "/hooks/shopify-orders", body, rotated).await, 200);

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ordersync::sandbox::erp::{LineRequest, seed_amusement_catalogue};
-use ordersync::sandbox::platforms::shopify::ShopifyCredentials;
+use ordersync::sandbox::platforms::shopify::{CostLimits, ShopifyCredentials};
 use ordersync::sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
 
@@ -67,10 +67,24 @@ pub fn copy_shipped_config(dir: &Path) {
 }
 
 impl TestEnv {
+    /// A sandbox whose Shopify allows any request rate, and a connection
+    /// that sends at any rate: most tests are about something else.
     pub async fn new(tag: &str) -> TestEnv {
+        let mut opts = SandboxOptions::generated();
+        opts.shopify_limits = CostLimits { maximum: 1e12, restore_per_second: 1e12 };
+        Self::with(tag, opts, "    rate_limit:\n      per_second: 1000000\n      burst: 1000000\n").await
+    }
+
+    /// Shopify's real cost limits, and the connector's own rate limit.
+    pub async fn with_platform_limits(tag: &str, limits: CostLimits, connection_extra: &str) -> TestEnv {
+        let mut opts = SandboxOptions::generated();
+        opts.shopify_limits = limits;
+        Self::with(tag, opts, connection_extra).await
+    }
+
+    async fn with(tag: &str, opts: SandboxOptions, connection_extra: &str) -> TestEnv {
         let dir = temp_dir(tag);
         copy_shipped_config(&dir);
-        let opts = SandboxOptions::generated();
         let creds = opts.shopify.clone();
         let sandbox = Sandbox::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), opts).await.unwrap();
         let today = time::OffsetDateTime::now_utc().date();
@@ -87,7 +101,7 @@ impl TestEnv {
         env.write(
             "ordersync.yaml",
             &format!(
-                "admin_token: file:{d}/secrets/admin-token\nconnections:\n  shopify-main:\n    connector: shopify\n    base_url: {}\n    values:\n      shop: {}\n    secrets:\n      access_token: file:{d}/secrets/shopify-token\n      webhook_secret: file:{d}/secrets/shopify-webhook\n",
+                "admin_token: file:{d}/secrets/admin-token\nconnections:\n  shopify-main:\n    connector: shopify\n    base_url: {}\n    values:\n      shop: {}\n    secrets:\n      access_token: file:{d}/secrets/shopify-token\n      webhook_secret: file:{d}/secrets/shopify-webhook\n{connection_extra}",
                 env.sandbox.base_url("shopify"),
                 env.creds.shop
             ),
@@ -143,6 +157,14 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Run the `ordersync` command against a daemon without blocking the test's
+/// runtime (the in-process sandbox must keep answering meanwhile).
+pub async fn cli(d: &DaemonProcess, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ordersync"));
+    cmd.args(args).args(["--url", &d.url("")]).env("ORDERSYNC_ADMIN_TOKEN", &d.token);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
 }
 
 /// Shopify's signature of `body` under `secret`.

@@ -9,14 +9,14 @@ use serde_json::Value;
 #[derive(clap::Args, Clone)]
 pub struct ApiArgs {
     /// The daemon's base URL.
-    #[arg(long, env = "ORDERSYNC_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, global = true, env = "ORDERSYNC_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// File holding the admin token (default: <data-dir>/admin-token). The
     /// token itself may instead be given in ORDERSYNC_ADMIN_TOKEN.
-    #[arg(long, env = "ORDERSYNC_TOKEN_FILE")]
+    #[arg(long, global = true, env = "ORDERSYNC_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// The daemon's data directory, where a generated token lives.
-    #[arg(long, env = "ORDERSYNC_DATA_DIR")]
+    #[arg(long, global = true, env = "ORDERSYNC_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 }
 

@@ -42,7 +42,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("no dead letters");
             }
             for d in list {
-                println!("{:>5}  {:<28} {:<9} {:<24} {}  {}", d["id"], s(&d["order_id"]), s(&d["decision"]), s(&d["step"]), s(&d["at"]), s(&d["error"]));
+                println!(
+                    "{:>5}  {:<28} {:<9} {:<24} {}  {}",
+                    d["id"],
+                    s(&d["order_id"]),
+                    s(&d["decision"]),
+                    s(&d["step"]),
+                    s(&d["at"]),
+                    s(&d["error"])
+                );
             }
         }
         Action::Show { id } => {
@@ -53,7 +61,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Action::Replay { id, all } => {
             let ids: Vec<u64> = match (id, all) {
                 (Some(id), _) => vec![id],
-                (None, true) => api.get("/api/dead-letters").await?.1["dead_letters"].as_array().into_iter().flatten().filter_map(|d| d["id"].as_u64()).collect(),
+                (None, true) => api.get("/api/dead-letters").await?.1["dead_letters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d["id"].as_u64())
+                    .collect(),
                 (None, false) => anyhow::bail!("name a dead letter, or --all"),
             };
             let mut failed = 0;

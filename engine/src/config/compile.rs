@@ -400,7 +400,9 @@ impl Compiler {
         }
         let user_errors = self.opt_jsonpath(src, &format!("{field}.user_errors"), r.user_errors.as_ref());
         let check = match &r.check {
-            Some(c) => self.jsonpath(src, &format!("{field}.check.done_when"), &c.done_when).map(|done_when| Check { request: c.request.clone(), done_when }),
+            Some(c) => self
+                .jsonpath(src, &format!("{field}.check.done_when"), &c.done_when)
+                .map(|done_when| Check { request: c.request.clone(), done_when }),
             None => None,
         };
         if self.diags.len() > before {
@@ -509,7 +511,14 @@ impl Compiler {
             } else {
                 out.insert(
                     name.clone(),
-                    ConnectionDraft { name: name.clone(), connector: connector.clone(), base_url: c.base_url.clone(), values, secrets, rate_limit },
+                    ConnectionDraft {
+                        name: name.clone(),
+                        connector: connector.clone(),
+                        base_url: c.base_url.clone(),
+                        values,
+                        secrets,
+                        rate_limit,
+                    },
                 );
             }
         }

@@ -203,8 +203,17 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
             };
             match base_url {
                 Ok(base_url) if base_url.starts_with("http://") || base_url.starts_with("https://") => {
-                    connections
-                        .insert(name.clone(), Arc::new(Connection { name, connector: d.connector, base_url, values, secrets: d.secrets, rate_limit: d.rate_limit }));
+                    connections.insert(
+                        name.clone(),
+                        Arc::new(Connection {
+                            name,
+                            connector: d.connector,
+                            base_url,
+                            values,
+                            secrets: d.secrets,
+                            rate_limit: d.rate_limit,
+                        }),
+                    );
                 }
                 Ok(base_url) => {
                     c.broken_connections.insert(name.clone());

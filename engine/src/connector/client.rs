@@ -97,6 +97,12 @@ pub struct SendOptions {
     pub single_attempt: bool,
 }
 
+enum Checked {
+    Done(Exchange),
+    NotDone,
+    Unknown(CallError),
+}
+
 /// Per-connection transport state that outlives config versions.
 struct ConnState {
     client: reqwest::Client,
@@ -137,21 +143,31 @@ impl HttpClient {
         self.send_with(templates, conn, req, ctx, SendOptions::default()).await
     }
 
-    pub async fn send_with(&self, templates: &Templates, conn: &Connection, req: &RequestSpec, ctx: &Value, opts: SendOptions) -> Result<Exchange, CallError> {
+    pub async fn send_with(
+        &self,
+        templates: &Templates,
+        conn: &Connection,
+        req: &RequestSpec,
+        ctx: &Value,
+        opts: SendOptions,
+    ) -> Result<Exchange, CallError> {
         let policy = &conn.connector.retry;
         let started = Instant::now();
         let budget = opts.budget.unwrap_or(policy.max_age);
         let mut maybe_applied = opts.maybe_applied;
         let mut attempt = 1;
         loop {
-            if maybe_applied {
-                if let Some(done) = self.check(templates, conn, req, ctx).await {
-                    let mut ex = done;
+            let checked = if maybe_applied && req.check.is_some() { self.check(templates, conn, req, ctx).await } else { Checked::NotDone };
+            let result = match checked {
+                Checked::Done(mut ex) => {
                     ex.summary.attempts = attempt;
                     return Ok(ex);
                 }
-            }
-            let result = self.call(templates, conn, req, ctx).await;
+                // Whether the effect is there is unknown: resending blind could
+                // double it, so this counts as a failed attempt.
+                Checked::Unknown(e) => Err(e),
+                Checked::NotDone => self.call(templates, conn, req, ctx).await,
+            };
             let (retryable, ambiguous, retry_after) = match &result {
                 Ok(ex) => {
                     let mut ex = ex.clone();
@@ -168,7 +184,11 @@ impl HttpClient {
                 if let CallError::Failed { summary, message, .. } = &mut e {
                     summary.attempts = attempt;
                     if retryable && !opts.single_attempt {
-                        let why = if out_of_time { format!("its {}s retry window ran out", budget.as_secs()) } else { format!("{attempt} attempts") };
+                        let why = if out_of_time {
+                            format!("its {}s retry window ran out", budget.as_secs())
+                        } else {
+                            format!("{attempt} attempts")
+                        };
                         *message = format!("{message} (gave up after {why})");
                     }
                 }
@@ -181,26 +201,27 @@ impl HttpClient {
         }
     }
 
-    /// Run the request's check, if it has one; `Some` when the effect is already there.
-    async fn check(&self, templates: &Templates, conn: &Connection, req: &RequestSpec, ctx: &Value) -> Option<Exchange> {
-        let check = req.check.as_ref()?;
-        let check_req = conn.connector.requests.get(&check.request)?;
+    /// Run the request's check: is its effect already on the platform?
+    async fn check(&self, templates: &Templates, conn: &Connection, req: &RequestSpec, ctx: &Value) -> Checked {
+        let Some(check) = req.check.as_ref() else { return Checked::NotDone };
+        let Some(check_req) = conn.connector.requests.get(&check.request) else { return Checked::NotDone };
         match self.call(templates, conn, check_req, ctx).await {
             Ok(mut ex) => {
-                let done = check.done_when.query(&ex.body).into_iter().any(|v| !matches!(v, Value::Null | Value::Bool(false)) && !is_empty(v));
-                if done {
-                    tracing::info!(connection = %conn.name, request = %req.name, "already in effect on the platform; not resent");
-                    ex.already_done = true;
-                    ex.summary.request = format!("{} (check: {})", req.name, check.request);
-                    Some(ex)
-                } else {
-                    None
+                let done =
+                    check.done_when.query(&ex.body).into_iter().any(|v| !matches!(v, Value::Null | Value::Bool(false)) && !is_empty(v));
+                if !done {
+                    return Checked::NotDone;
                 }
+                tracing::info!(connection = %conn.name, request = %req.name, "already in effect on the platform; not resent");
+                ex.already_done = true;
+                ex.summary.request = format!("{} (check: {})", req.name, check.request);
+                Checked::Done(ex)
             }
-            Err(e) => {
-                tracing::debug!(connection = %conn.name, request = %req.name, "check failed: {e}; resending");
-                None
+            Err(CallError::Failed { message, retryable, retry_after, summary, .. }) => {
+                let message = format!("{} could not be checked before a resend: {message}", req.name);
+                Checked::Unknown(CallError::Failed { message, retryable, ambiguous: true, retry_after, summary })
             }
+            Err(e) => Checked::Unknown(e),
         }
     }
 
@@ -227,7 +248,9 @@ impl HttpClient {
                 let v = render_json(templates, t, ctx)?;
                 builder.header("content-type", "application/json").body(serde_json::to_vec(&v).expect("JSON values serialize"))
             }
-            Body::Text { template, content_type } => builder.header("content-type", content_type.as_str()).body(templates.render(template, ctx)?),
+            Body::Text { template, content_type } => {
+                builder.header("content-type", content_type.as_str()).body(templates.render(template, ctx)?)
+            }
             Body::Form(fields) => {
                 let mut pairs = Vec::with_capacity(fields.len());
                 for (k, t) in fields {
@@ -270,7 +293,13 @@ impl HttpClient {
                 };
                 // A refused connection never reached the platform; anything later might have.
                 let ambiguous = !e.is_connect();
-                return Err(fail(summary, format!("{} {} {what}: {}", req.method.as_str(), summary_path(&path), root_cause(&e)), true, ambiguous, None));
+                return Err(fail(
+                    summary,
+                    format!("{} {} {what}: {}", req.method.as_str(), summary_path(&path), root_cause(&e)),
+                    true,
+                    ambiguous,
+                    None,
+                ));
             }
         };
         let status = response.status().as_u16();
@@ -303,7 +332,13 @@ impl HttpClient {
         if let Some(p) = &rules.message {
             let found = p.query(&body);
             if !found.is_empty() {
-                return Err(fail(summary, format!("{} reported errors: {}", req.name, error_text(Some(found), &bytes)), false, false, None));
+                return Err(fail(
+                    summary,
+                    format!("{} reported errors: {}", req.name, error_text(Some(found), &bytes)),
+                    false,
+                    false,
+                    None,
+                ));
             }
         }
         if let Some(p) = &req.user_errors {

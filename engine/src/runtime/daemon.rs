@@ -65,8 +65,15 @@ impl Daemon {
         let (queue, rx) = mpsc::unbounded_channel();
         let (stop, stopping) = watch::channel(false);
         let registry = Registry::new(cfg, opts.paths.clone(), load_options, opts.clock.now_rfc3339());
-        let rt =
-            Arc::new(Runtime { store, registry, http: HttpClient::new()?, clock: opts.clock.clone(), queue, stopping: stopping.clone(), attempts: Default::default() });
+        let rt = Arc::new(Runtime {
+            store,
+            registry,
+            http: HttpClient::new()?,
+            clock: opts.clock.clone(),
+            queue,
+            stopping: stopping.clone(),
+            attempts: Default::default(),
+        });
 
         let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;

@@ -30,7 +30,9 @@ const MAX_REDECIDE: usize = 5;
 enum Attempt {
     Finished,
     /// A platform was unreachable; the event stays queued and is tried again.
-    Later { reason: String },
+    Later {
+        reason: String,
+    },
 }
 
 /// Process one event. When a platform cannot be reached, or the store
@@ -46,7 +48,8 @@ pub async fn process_event(rt: &Runtime, event_id: u64) {
         Err(e) => format!("the store failed: {e}"),
     };
     let n = rt.count_attempt(event_id);
-    let wait = crate::connector::retry::backoff(&crate::connector::retry::RetryPolicy::default(), n).max(std::time::Duration::from_millis(500));
+    let wait =
+        crate::connector::retry::backoff(&crate::connector::retry::RetryPolicy::default(), n).max(std::time::Duration::from_millis(500));
     tracing::warn!(event_id, attempt = n, wait_ms = wait.as_millis() as u64, "event stays queued: {reason}");
     let queue = rt.queue.clone();
     tokio::spawn(async move {
@@ -102,7 +105,9 @@ async fn try_process(rt: &Runtime, event_id: u64) -> Result<Attempt, StoreError>
     let budget = wf.connection.connector.retry.max_age.saturating_sub(age);
     let reported = match lookup_stock(rt, &cfg, &wf, &order, &mut base, &mut audit, budget).await {
         Ok(r) => r,
-        Err(LookupFailure { message, retryable: true }) if !budget.is_zero() && !rt.is_stopping() => return Ok(Attempt::Later { reason: message }),
+        Err(LookupFailure { message, retryable: true }) if !budget.is_zero() && !rt.is_stopping() => {
+            return Ok(Attempt::Later { reason: message });
+        }
         Err(LookupFailure { message, .. }) => {
             METRICS.inc("ordersync_order_errors_total", &[("workflow", &wf.name), ("stage", "lookup")]);
             return commit_error(rt, &cfg, &wf, order, payload, ev, audit, message).await.map(|_| Attempt::Finished);
@@ -220,7 +225,8 @@ async fn lookup_stock(
         match rt.http.send_with(&cfg.templates, &wf.connection, &wf.stock.request, &ctx, opts).await {
             Ok(ex) => {
                 METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "ok")]);
-                let reported = stock::from_extracts(sku, &ex.extracts, &now).map_err(|e| LookupFailure { message: format!("stock lookup for {sku}: {e}"), retryable: false })?;
+                let reported = stock::from_extracts(sku, &ex.extracts, &now)
+                    .map_err(|e| LookupFailure { message: format!("stock lookup for {sku}: {e}"), retryable: false })?;
                 audit.push(AuditEntry {
                     at: rt.now(),
                     kind: AuditKind::Lookup,

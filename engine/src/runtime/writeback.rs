@@ -293,7 +293,12 @@ pub async fn replay(rt: &Runtime, id: u64) -> Result<crate::model::OrderRecord, 
                 rec.writeback = WritebackState::Pending;
                 w.put_order(&rec)?;
             }
-            let entry = AuditEntry { at: now, kind: AuditKind::Writeback, message: format!("dead letter {id} ({}) replayed by an operator", letter.step), call: None };
+            let entry = AuditEntry {
+                at: now,
+                kind: AuditKind::Writeback,
+                message: format!("dead letter {id} ({}) replayed by an operator", letter.step),
+                call: None,
+            };
             w.audit(&letter.order_id, &entry)?;
             Ok(Some(letter))
         })
@@ -317,7 +322,12 @@ pub async fn drop_letter(rt: &Runtime, id: u64) -> Result<DeadLetter, DeadLetter
                 rec.writeback = WritebackState::Dropped;
                 w.put_order(&rec)?;
             }
-            let entry = AuditEntry { at: now, kind: AuditKind::Writeback, message: format!("dead letter {id} ({}) dropped by an operator", letter.step), call: None };
+            let entry = AuditEntry {
+                at: now,
+                kind: AuditKind::Writeback,
+                message: format!("dead letter {id} ({}) dropped by an operator", letter.step),
+                call: None,
+            };
             w.audit(&letter.order_id, &entry)?;
             Ok(Some(letter))
         })

@@ -114,8 +114,15 @@ pub async fn before(kind: &FaultKind, error_body: &serde_json::Value) -> Option<
     Some(match kind {
         FaultKind::Status { status } => failed_status(*status, error_body),
         FaultKind::Throttle { retry_after_s } => {
-            let mut r = (StatusCode::TOO_MANY_REQUESTS, axum::Json(json!({"errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."}))).into_response();
-            r.headers_mut().insert("retry-after", HeaderValue::from_str(&format!("{retry_after_s:.1}")).expect("a number is a valid header"));
+            let mut r = (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(
+                    json!({"errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."}),
+                ),
+            )
+                .into_response();
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from_str(&format!("{retry_after_s:.1}")).expect("a number is a valid header"));
             r
         }
         FaultKind::Timeout { delay_ms } => {
@@ -147,13 +154,35 @@ fn failed_status(status: u16, body: &serde_json::Value) -> Response {
     (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(body.clone())).into_response()
 }
 
-/// A response that promises more bytes than it sends: the server closes the
-/// connection mid-answer, which the caller sees as a reset.
+/// A response whose body breaks off after its first bytes: the server drops
+/// the connection mid-answer, which the caller sees as a reset.
 fn reset() -> Response {
-    let mut r = Response::new(axum::body::Body::from("{\"data\":"));
-    r.headers_mut().insert("content-length", HeaderValue::from_static("4096"));
+    let mut r = Response::new(axum::body::Body::new(BrokenBody { sent: false }));
     r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
     r
+}
+
+struct BrokenBody {
+    sent: bool,
+}
+
+impl http_body::Body for BrokenBody {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.sent {
+            return std::task::Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset by the sandbox",
+            ))));
+        }
+        self.sent = true;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(axum::body::Bytes::from_static(b"{\"data\":")))))
+    }
 }
 
 /// A counter of injected faults by rule, for reports.
@@ -169,7 +198,14 @@ mod tests {
     fn the_same_seed_picks_the_same_faults() {
         let plan = || {
             let f = Faults::new(7);
-            f.set(vec![FaultRule { platform: "shopify".into(), operation: None, kind: FaultKind::Status { status: 503 }, rate: 0.3, when: When::Before, limit: None }]);
+            f.set(vec![FaultRule {
+                platform: "shopify".into(),
+                operation: None,
+                kind: FaultKind::Status { status: 503 },
+                rate: 0.3,
+                when: When::Before,
+                limit: None,
+            }]);
             (0..100).map(|_| f.pick("shopify", "tagsAdd").is_some()).collect::<Vec<_>>()
         };
         let a = plan();
@@ -181,7 +217,14 @@ mod tests {
     #[test]
     fn limits_and_operations_narrow_a_rule() {
         let f = Faults::new(1);
-        f.set(vec![FaultRule { platform: "*".into(), operation: Some("orderCancel".into()), kind: FaultKind::Reset, rate: 1.0, when: When::After, limit: Some(2) }]);
+        f.set(vec![FaultRule {
+            platform: "*".into(),
+            operation: Some("orderCancel".into()),
+            kind: FaultKind::Reset,
+            rate: 1.0,
+            when: When::After,
+            limit: Some(2),
+        }]);
         assert!(f.pick("shopify", "tagsAdd").is_none());
         assert!(f.pick("shopify", "orderCancel").is_some());
         assert!(f.pick("shopify", "orderCancel").is_some());

@@ -78,7 +78,8 @@ impl Sandbox {
         let erp = Arc::new(Erp::new());
         let faults = Arc::new(Faults::new(opts.fault_seed));
         let shopify = ShopifySim::new(erp.clone(), faults.clone(), opts.shopify, opts.shopify_limits);
-        let shared = Arc::new(Shared { erp: erp.clone(), faults: faults.clone(), shopify: shopify.clone(), targets: RwLock::new(HashMap::new()) });
+        let shared =
+            Arc::new(Shared { erp: erp.clone(), faults: faults.clone(), shopify: shopify.clone(), targets: RwLock::new(HashMap::new()) });
         let app = Router::new().nest("/shopify", shopify.router()).nest("/_sandbox", control(shared.clone()));
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();

@@ -218,7 +218,9 @@ impl Store {
     }
 
     pub fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
-        self.read(|t| t.open_table(DEAD_LETTERS).map_err(storage)?.get(id).map_err(storage)?.map(|v| decode("dead letter", v.value())).transpose())
+        self.read(|t| {
+            t.open_table(DEAD_LETTERS).map_err(storage)?.get(id).map_err(storage)?.map(|v| decode("dead letter", v.value())).transpose()
+        })
     }
 
     pub fn failed_events(&self) -> Result<Vec<FailedEvent>, StoreError> {

@@ -56,6 +56,8 @@ pub struct ShopifySim {
     limits: CostLimits,
     bucket: Mutex<(f64, Instant)>,
     client: reqwest::Client,
+    /// Requests answered THROTTLED.
+    pub throttled: std::sync::atomic::AtomicU64,
 }
 
 const QUERY_COST: f64 = 10.0;
@@ -71,7 +73,15 @@ fn parse_gid(gid: &str, kind: &str) -> Option<u64> {
 
 impl ShopifySim {
     pub fn new(erp: Arc<Erp>, faults: Arc<Faults>, creds: ShopifyCredentials, limits: CostLimits) -> Arc<Self> {
-        Arc::new(ShopifySim { erp, faults, creds, limits, bucket: Mutex::new((limits.maximum, Instant::now())), client: reqwest::Client::new() })
+        Arc::new(ShopifySim {
+            erp,
+            faults,
+            creds,
+            limits,
+            bucket: Mutex::new((limits.maximum, Instant::now())),
+            client: reqwest::Client::new(),
+            throttled: Default::default(),
+        })
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
@@ -254,7 +264,10 @@ fn quantity_names(query: &str) -> Vec<String> {
 }
 
 async fn graphql(State(sim): State<Arc<ShopifySim>>, Path(version): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let operation = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("query").and_then(Value::as_str).and_then(root_field).map(str::to_string)).unwrap_or_default();
+    let operation = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("query").and_then(Value::as_str).and_then(root_field).map(str::to_string))
+        .unwrap_or_default();
     let error_body = json!({"errors": "Internal Server Error"});
     let fault = sim.faults.pick("shopify", &operation);
     if let Some((kind, When::Before)) = &fault {
@@ -285,6 +298,7 @@ fn answer(sim: &ShopifySim, version: &str, headers: &HeaderMap, body: &[u8]) -> 
     let available = match sim.spend(QUERY_COST) {
         Ok(a) => a,
         Err(a) => {
+            sim.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return (
                 StatusCode::OK,
                 axum::Json(json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED",
@@ -359,7 +373,11 @@ fn order(sim: &ShopifySim, vars: &Value) -> Value {
                 .filter(|fo| !o.holds.iter().any(|h| h.fulfillment_order == **fo) && o.state != OrderState::Cancelled)
                 .map(|fo| json!({"id": gid("FulfillmentOrder", *fo), "status": "OPEN"}))
                 .collect();
-            let cancelled_at = if o.state == OrderState::Cancelled { json!(o.extra.get("cancelled_at").cloned().unwrap_or(json!("2026-01-01T00:00:00Z"))) } else { Value::Null };
+            let cancelled_at = if o.state == OrderState::Cancelled {
+                json!(o.extra.get("cancelled_at").cloned().unwrap_or(json!("2026-01-01T00:00:00Z")))
+            } else {
+                Value::Null
+            };
             json!({"order": {"id": gid("Order", o.id), "cancelledAt": cancelled_at, "tags": o.tags, "fulfillmentOrders": {"nodes": nodes}}})
         }
     }
