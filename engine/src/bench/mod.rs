@@ -3,6 +3,8 @@
 //! Figures are printed (and `--json` for machines); nothing here asserts a
 //! target: targets are checked by reading the report.
 
+pub mod e2e;
+pub mod procstat;
 pub mod reload;
 pub mod setup;
 

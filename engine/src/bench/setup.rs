@@ -74,3 +74,52 @@ impl BenchDir {
         crate::config::ConfigPaths::new(&self.dir, Some(self.dir.join("ordersync.yaml")))
     }
 }
+
+/// Write `n` finished past orders into a new state file, for runs that
+/// measure the cost of a large history.
+pub async fn prefill_orders(state: &Path, n: usize) -> anyhow::Result<()> {
+    use crate::adapters::rules::AllocatedLine;
+    use crate::model::{Customer, Line, Order, OrderRecord, OrderStatus, StatusChange, WritebackState};
+    let store = crate::store::Store::open(state)?;
+    let mut written = 0;
+    while written < n {
+        let batch = (n - written).min(20_000);
+        let start = written;
+        store
+            .write(move |w| {
+                for i in start..start + batch {
+                    let sku = format!("SP-OLD-{:06}", i % 5000);
+                    let order = Order {
+                        id: format!("history:{i}"),
+                        platform: "shopify".into(),
+                        connection: "history".into(),
+                        workflow: "shopify-orders".into(),
+                        external_id: i.to_string(),
+                        number: format!("#H{i}"),
+                        customer: Customer { id: Some((i % 977).to_string()), name: Some("Past customer".into()), group: None },
+                        lines: vec![Line { sku: sku.clone(), qty: 1, location: None }],
+                        received_at: "2025-01-01T00:00:00Z".into(),
+                    };
+                    let status = if i % 7 == 0 { OrderStatus::Rejected } else { OrderStatus::Approved };
+                    w.put_order(&OrderRecord {
+                        order,
+                        status,
+                        reason: "past order".into(),
+                        priority: 0,
+                        error: None,
+                        writeback: WritebackState::Done,
+                        history: vec![StatusChange { at: "2025-01-01T00:00:00Z".into(), status, reason: String::new() }],
+                        stock_seen: Default::default(),
+                        allocations: vec![AllocatedLine { sku, qty: 1 }],
+                        config_version: 1,
+                        event_id: 0,
+                    })?;
+                }
+                Ok(())
+            })
+            .await?;
+        written += batch;
+    }
+    store.close().await;
+    Ok(())
+}

@@ -14,6 +14,34 @@ pub struct Args {
 
 #[derive(Subcommand)]
 enum Which {
+    /// Orders end to end through separate daemon and sandbox processes.
+    E2e {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Orders to send.
+        #[arg(long, default_value_t = 20_000)]
+        orders: usize,
+        /// Send for this many seconds instead of a fixed count.
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Concurrent webhook senders.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Workflows loaded (orders go to one of them).
+        #[arg(long, default_value_t = 1)]
+        workflows: usize,
+        /// SKUs the orders draw from (and the ledger grows to).
+        #[arg(long, default_value_t = 100)]
+        skus: usize,
+        /// Past orders written into the state file first.
+        #[arg(long, default_value_t = 0)]
+        past_orders: usize,
+        /// Daemon workers.
+        #[arg(long)]
+        workers: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Reload latency and webhook delivery during reloads under steady load.
     Reload {
         #[command(flatten)]
@@ -33,6 +61,25 @@ enum Which {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.which {
+        Which::E2e { config, orders, seconds, concurrency, workflows, skus, past_orders, workers, json } => {
+            let r = crate::bench::e2e::run(crate::bench::e2e::E2eOptions { source: config.config_dir, orders, seconds, concurrency, workflows, skus, past_orders, workers }).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} orders ({} lines each), {} senders, {} workflows, {} SKUs, {} past orders, {} cores",
+                    r.orders, r.lines_per_order, r.concurrency, r.workflows, r.skus, r.past_orders, r.cores
+                );
+                println!("  throughput      {:.0} orders/s end to end ({:.1} s sending, {} incomplete, {} non-2xx)", r.orders_per_s, r.sending_s, r.incomplete, r.non_2xx);
+                println!("  webhook ack     p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms", r.ack_p50_ms, r.ack_p99_ms, r.ack_max_ms);
+                println!("  end to end      p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", r.e2e_p50_ms, r.e2e_p99_ms, r.e2e_max_ms);
+                println!("  daemon CPU      {:.3} ms per order ({:.1} s in all)", r.daemon_cpu_ms_per_order, r.daemon_cpu_s);
+                println!("  daemon memory   {:.1} MB idle, {:.1} MB peak; ready {:.0} ms after start", r.daemon_idle_rss_mb, r.daemon_peak_rss_mb, r.start_to_ready_ms);
+                println!("  others' CPU     sandbox {:.3} ms per order, load generator {:.3} ms per order", r.sandbox_cpu_ms_per_order, r.loadgen_cpu_ms_per_order);
+                println!("  durable commits {} ({:.1} writes each): {}", r.store_commits, r.store_jobs_per_commit, r.commit_strategy);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Which::Reload { config, workflows, reloads, orders_per_second, json } => {
             let r = crate::bench::reload::run(&config.config_dir, workflows, reloads, orders_per_second).await?;
             if json {

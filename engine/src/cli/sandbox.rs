@@ -25,6 +25,9 @@ pub struct Args {
     /// GraphQL cost points Shopify restores per second (raise it for load tests).
     #[arg(long, default_value_t = 100.0)]
     shopify_restore_rate: f64,
+    /// Add this many generated spare parts (SP-GEN-000000 …) with plenty of stock.
+    #[arg(long, default_value_t = 0)]
+    generated_skus: usize,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -40,6 +43,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         &(today + time::Duration::days(10)).to_string(),
         &(today + time::Duration::days(60)).to_string(),
     );
+    if args.generated_skus > 0 {
+        crate::sandbox::erp::add_generated_products(&sandbox.erp, "SP-GEN-", args.generated_skus, 1_000_000_000);
+    }
     for t in &args.webhook_targets {
         let (platform, url) = t.split_once('=').with_context(|| format!("--webhook-target {t}: expected PLATFORM=URL"))?;
         sandbox.set_webhook_target(platform, url);

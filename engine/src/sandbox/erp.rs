@@ -109,6 +109,8 @@ pub struct SimOrder {
 #[derive(Debug, Clone, Serialize)]
 pub struct Effect {
     pub seq: u64,
+    /// When it took effect (Unix milliseconds).
+    pub at_ms: u64,
     pub platform: String,
     pub kind: String,
     pub order: Option<u64>,
@@ -119,6 +121,9 @@ pub struct Effect {
 #[derive(Default)]
 struct State {
     products: Vec<Product>,
+    /// Product index by SKU and by id (catalogues can be large).
+    by_sku: HashMap<String, usize>,
+    by_id: HashMap<u64, usize>,
     locations: Vec<Location>,
     levels: HashMap<(String, u64), Level>,
     customers: Vec<Customer>,
@@ -134,6 +139,14 @@ struct State {
 
 pub struct Erp {
     state: Mutex<State>,
+}
+
+impl State {
+    fn push_product(&mut self, p: Product) {
+        self.by_sku.insert(p.sku.clone(), self.products.len());
+        self.by_id.insert(p.id, self.products.len());
+        self.products.push(p);
+    }
 }
 
 /// What an order line asks for when a sandbox order is placed.
@@ -216,11 +229,13 @@ impl Erp {
     }
 
     pub fn product_by_sku(&self, sku: &str) -> Option<Product> {
-        self.lock().products.iter().find(|p| p.sku == sku).cloned()
+        let s = self.lock();
+        s.by_sku.get(sku).map(|i| s.products[*i].clone())
     }
 
     pub fn product_by_id(&self, id: u64) -> Option<Product> {
-        self.lock().products.iter().find(|p| p.id == id).cloned()
+        let s = self.lock();
+        s.by_id.get(&id).map(|i| s.products[*i].clone())
     }
 
     pub fn locations(&self) -> Vec<Location> {
@@ -242,7 +257,7 @@ impl Erp {
         let mut s = self.lock();
         let customer = s.customers.iter().find(|c| c.id == customer_id).cloned().ok_or_else(|| format!("no customer {customer_id}"))?;
         for l in lines {
-            if !s.products.iter().any(|p| p.sku == l.sku) {
+            if !s.by_sku.contains_key(&l.sku) {
                 return Err(format!("no product with SKU {}", l.sku));
             }
             if l.qty <= 0 {
@@ -310,12 +325,25 @@ impl Erp {
             return false;
         }
         let seq = s.effects.len() as u64 + 1;
-        s.effects.push(Effect { seq, platform: platform.into(), kind: kind.into(), order, key: key.into(), detail });
+        let at_ms = crate::clock::unix_ms(time::OffsetDateTime::now_utc());
+        s.effects.push(Effect { seq, at_ms, platform: platform.into(), kind: kind.into(), order, key: key.into(), detail });
         true
     }
 
     pub fn effects(&self) -> Vec<Effect> {
         self.lock().effects.clone()
+    }
+
+    /// Effects after sequence number `after`, at most `limit`.
+    pub fn effects_after(&self, after: u64, limit: usize) -> Vec<Effect> {
+        let s = self.lock();
+        s.effects.iter().skip(after as usize).take(limit).cloned().collect()
+    }
+
+    /// (orders, effects, requested effects) so far.
+    pub fn counts(&self) -> (usize, usize, u64) {
+        let s = self.lock();
+        (s.orders.len(), s.effects.len(), s.attempts.values().map(|n| u64::from(*n)).sum())
     }
 
     /// How many times each effect key was requested.
@@ -348,6 +376,19 @@ impl Erp {
     pub fn adjust_on_hand(&self, sku: &str, location: u64, delta: i64) {
         let mut s = self.lock();
         s.levels.entry((sku.to_string(), location)).or_default().on_hand += delta;
+    }
+}
+
+/// `count` spare parts `{prefix}{000000..}` with `on_hand` units each at the
+/// first location, for load tests that need a large catalogue.
+pub fn add_generated_products(erp: &Erp, prefix: &str, count: usize, on_hand: i64) {
+    let loc = erp.locations().first().map(|l| l.id).unwrap_or_else(|| erp.add_location("Main warehouse"));
+    let mut s = erp.lock();
+    for i in 0..count {
+        let sku = format!("{prefix}{i:06}");
+        let id = 9_500_000_000 + i as u64;
+        s.push_product(Product { id, sku: sku.clone(), title: format!("Generated part {i}"), kind: Kind::Part, price: "1.00".into(), tags: vec!["spare-part".into()], discontinued: false });
+        s.levels.insert((sku, loc), Level { on_hand, ..Level::default() });
     }
 }
 

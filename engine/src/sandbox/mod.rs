@@ -161,7 +161,9 @@ fn control(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/catalog", get(catalog))
         .route("/orders", post(place).get(orders))
+        .route("/orders/batch", post(batch))
         .route("/orders/{id}", get(order))
+        .route("/stats", get(stats))
         .route("/orders/{id}/redeliver", post(redeliver))
         .route("/effects", get(effects))
         .route("/stock", put(set_stock))
@@ -194,6 +196,69 @@ async fn place(State(s): State<Arc<Shared>>, axum::Json(req): axum::Json<PlaceOr
     }
 }
 
+#[derive(Deserialize)]
+struct Batch {
+    platform: String,
+    count: usize,
+    /// Customers to cycle through (default: every customer).
+    #[serde(default)]
+    customers: Vec<u64>,
+    /// The same lines on every order…
+    #[serde(default)]
+    lines: Vec<LineRequest>,
+    /// …or `lines_per_order` lines of one unit each, drawn in turn from
+    /// `{prefix}{000000..count}` (see `add_generated_products`).
+    sku_range: Option<SkuRange>,
+    #[serde(default = "two")]
+    lines_per_order: usize,
+}
+
+#[derive(Deserialize)]
+struct SkuRange {
+    prefix: String,
+    count: usize,
+}
+
+fn two() -> usize {
+    2
+}
+
+/// Create orders without delivering them; answer with each signed delivery
+/// (body and headers), for a load generator to send.
+async fn batch(State(s): State<Arc<Shared>>, axum::Json(req): axum::Json<Batch>) -> Response {
+    let customers = if req.customers.is_empty() { s.erp.customers().iter().map(|c| c.id).collect() } else { req.customers.clone() };
+    if customers.is_empty() {
+        return bad(StatusCode::BAD_REQUEST, "no customers");
+    }
+    let mut out = Vec::with_capacity(req.count);
+    for i in 0..req.count {
+        let lines = match &req.sku_range {
+            Some(r) if r.count > 0 => {
+                let start = rand::random::<u64>() as usize;
+                (0..req.lines_per_order.min(r.count)).map(|k| LineRequest { sku: format!("{}{:06}", r.prefix, (start + k) % r.count), qty: 1 }).collect()
+            }
+            _ => req.lines.clone(),
+        };
+        let order = match s.create_order(&req.platform, customers[i % customers.len()], &lines) {
+            Ok(o) => o,
+            Err(e) => return bad(StatusCode::BAD_REQUEST, e),
+        };
+        let webhook_id = order.extra.get("webhook_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let (body, headers) = match req.platform.as_str() {
+            "shopify" => s.shopify.delivery(&order, &webhook_id),
+            other => return bad(StatusCode::BAD_REQUEST, format!("the sandbox has no platform `{other}`")),
+        };
+        let headers: serde_json::Map<String, serde_json::Value> = headers.into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        out.push(json!({"order_id": order.id, "headers": headers, "body": String::from_utf8_lossy(&body)}));
+    }
+    axum::Json(json!({"deliveries": out})).into_response()
+}
+
+async fn stats(State(s): State<Arc<Shared>>) -> Response {
+    let (orders, effects, requested) = s.erp.counts();
+    axum::Json(json!({"orders": orders, "effects": effects, "requested_effects": requested})).into_response()
+}
+
 async fn orders(State(s): State<Arc<Shared>>) -> Response {
     axum::Json(json!({"orders": s.erp.orders()})).into_response()
 }
@@ -212,8 +277,18 @@ async fn redeliver(State(s): State<Arc<Shared>>, Path(id): Path<u64>) -> Respons
     }
 }
 
-async fn effects(State(s): State<Arc<Shared>>) -> Response {
-    axum::Json(json!({"effects": s.erp.effects(), "attempts": s.erp.attempts()})).into_response()
+#[derive(Deserialize)]
+struct EffectsQuery {
+    /// Only effects after this sequence number (incremental reads).
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn effects(State(s): State<Arc<Shared>>, axum::extract::Query(q): axum::extract::Query<EffectsQuery>) -> Response {
+    match q.after {
+        Some(after) => axum::Json(json!({"effects": s.erp.effects_after(after, q.limit.unwrap_or(10_000))})).into_response(),
+        None => axum::Json(json!({"effects": s.erp.effects(), "attempts": s.erp.attempts()})).into_response(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -133,6 +133,23 @@ impl ShopifySim {
         })
     }
 
+    /// The body and headers of an `orders/create` delivery, signed.
+    pub fn delivery(&self, order: &SimOrder, webhook_id: &str) -> (Vec<u8>, Vec<(&'static str, String)>) {
+        let body = serde_json::to_vec(&self.order_payload(order)).expect("JSON serializes");
+        let signature = base64::engine::general_purpose::STANDARD.encode(hmac_bytes(SignatureAlgorithm::HmacSha256, self.creds.webhook_secret.as_bytes(), &body));
+        let headers = vec![
+            ("Content-Type", "application/json".to_string()),
+            ("X-Shopify-Topic", "orders/create".to_string()),
+            ("X-Shopify-Hmac-Sha256", signature),
+            ("X-Shopify-Shop-Domain", format!("{}.myshopify.com", self.creds.shop)),
+            ("X-Shopify-API-Version", API_VERSION.to_string()),
+            ("X-Shopify-Webhook-Id", webhook_id.to_string()),
+            ("X-Shopify-Event-Id", format!("evt-{}", order.id)),
+            ("X-Shopify-Triggered-At", order.created_at.clone()),
+        ];
+        (body, headers)
+    }
+
     /// Sign and POST an `orders/create` webhook to `url`; the HTTP status comes back.
     /// `webhook_id` stays the same when a delivery is retried.
     pub async fn deliver(&self, url: &str, order: &SimOrder, webhook_id: &str) -> Result<u16, String> {
