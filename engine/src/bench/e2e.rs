@@ -94,7 +94,8 @@ impl Drop for Proc {
 fn spawn(args: &[&str], log: &Path) -> anyhow::Result<Proc> {
     let exe = std::env::current_exe().context("finding the ordersync binary")?;
     let log = std::fs::File::create(log)?;
-    let child = Command::new(exe).args(args).stdout(Stdio::null()).stderr(log).env("RUST_LOG", "warn").spawn().context("starting a process")?;
+    let child =
+        Command::new(exe).args(args).stdout(Stdio::null()).stderr(log).env("RUST_LOG", "warn").spawn().context("starting a process")?;
     Ok(Proc { child })
 }
 
@@ -141,7 +142,17 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
     let creds_file = work.join("sandbox.json");
     let skus = o.skus.max(2).to_string();
     let mut sandbox = spawn(
-        &["sandbox", "--listen", "127.0.0.1:0", "--credentials-file", creds_file.to_str().unwrap_or_default(), "--shopify-restore-rate", "1000000000", "--generated-skus", &skus],
+        &[
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--credentials-file",
+            creds_file.to_str().unwrap_or_default(),
+            "--shopify-restore-rate",
+            "1000000000",
+            "--generated-skus",
+            &skus,
+        ],
         &work.join("sandbox.log"),
     )?;
     let creds: Value = serde_json::from_str(&wait_for_file(&creds_file, "the sandbox", &mut sandbox).await?)?;
@@ -205,11 +216,19 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
             let mut made = 0usize;
             while made < total && deadline.is_none_or(|d| Instant::now() < d) {
                 let n = (total - made).min(500);
-                let body = json!({"platform": "shopify", "count": n, "sku_range": {"prefix": "SP-GEN-", "count": skus}, "lines_per_order": 2});
+                let body =
+                    json!({"platform": "shopify", "count": n, "sku_range": {"prefix": "SP-GEN-", "count": skus}, "lines_per_order": 2});
                 let resp: Value = http.post(format!("{url}/_sandbox/orders/batch")).json(&body).send().await?.json().await?;
                 for d in resp["deliveries"].as_array().into_iter().flatten() {
-                    let headers = d["headers"].as_object().map(|h| h.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect()).unwrap_or_default();
-                    let delivery = Delivery { order_id: d["order_id"].as_u64().unwrap_or_default(), headers, body: d["body"].as_str().unwrap_or_default().to_string() };
+                    let headers = d["headers"]
+                        .as_object()
+                        .map(|h| h.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+                        .unwrap_or_default();
+                    let delivery = Delivery {
+                        order_id: d["order_id"].as_u64().unwrap_or_default(),
+                        headers,
+                        body: d["body"].as_str().unwrap_or_default().to_string(),
+                    };
                     if tx.send(delivery).await.is_err() {
                         return Ok::<usize, anyhow::Error>(made);
                     }
@@ -221,7 +240,11 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
     };
 
     // Senders.
-    let cpu0 = (procstat::usage(daemon_pid).unwrap_or_default(), procstat::usage(sandbox.child.id()).unwrap_or_default(), procstat::usage(std::process::id()).unwrap_or_default());
+    let cpu0 = (
+        procstat::usage(daemon_pid).unwrap_or_default(),
+        procstat::usage(sandbox.child.id()).unwrap_or_default(),
+        procstat::usage(std::process::id()).unwrap_or_default(),
+    );
     let rx = Arc::new(Mutex::new(rx));
     let send_started = Instant::now();
     let mut senders = Vec::new();
@@ -271,12 +294,23 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
         }
     }
     let wall = send_started.elapsed();
-    let cpu1 = (procstat::usage(daemon_pid).unwrap_or_default(), procstat::usage(sandbox.child.id()).unwrap_or_default(), procstat::usage(std::process::id()).unwrap_or_default());
+    let cpu1 = (
+        procstat::usage(daemon_pid).unwrap_or_default(),
+        procstat::usage(sandbox.child.id()).unwrap_or_default(),
+        procstat::usage(std::process::id()).unwrap_or_default(),
+    );
     let last_done = done_at.values().copied().max().unwrap_or(0);
     let first_sent = sent.iter().map(|(_, ms, _, _)| *ms).min().unwrap_or(0);
 
     let metrics = http.get(format!("http://{}/metrics", addr.trim())).send().await?.text().await.unwrap_or_default();
-    let metric = |name: &str| metrics.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' ')).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let metric = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     let commits = metric("ordersync_store_commits_total");
     let jobs = metric("ordersync_store_committed_jobs_total");
 

@@ -32,8 +32,20 @@ pub fn usage(pid: u32) -> Option<Usage> {
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb = |key: &str| status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1024;
-    Some(Usage { cpu: Duration::from_secs_f64((utime + stime) / ticks_per_second()), rss_bytes: kb("VmRSS:"), peak_rss_bytes: kb("VmHWM:") })
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    Some(Usage {
+        cpu: Duration::from_secs_f64((utime + stime) / ticks_per_second()),
+        rss_bytes: kb("VmRSS:"),
+        peak_rss_bytes: kb("VmHWM:"),
+    })
 }
 
 #[cfg(test)]

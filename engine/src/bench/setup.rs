@@ -113,6 +113,7 @@ pub async fn prefill_orders(state: &Path, n: usize) -> anyhow::Result<()> {
                         allocations: vec![AllocatedLine { sku, qty: 1 }],
                         config_version: 1,
                         event_id: 0,
+                        arrival: 0,
                     })?;
                 }
                 Ok(())

@@ -62,7 +62,17 @@ enum Which {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.which {
         Which::E2e { config, orders, seconds, concurrency, workflows, skus, past_orders, workers, json } => {
-            let r = crate::bench::e2e::run(crate::bench::e2e::E2eOptions { source: config.config_dir, orders, seconds, concurrency, workflows, skus, past_orders, workers }).await?;
+            let r = crate::bench::e2e::run(crate::bench::e2e::E2eOptions {
+                source: config.config_dir,
+                orders,
+                seconds,
+                concurrency,
+                workflows,
+                skus,
+                past_orders,
+                workers,
+            })
+            .await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -70,12 +80,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "{} orders ({} lines each), {} senders, {} workflows, {} SKUs, {} past orders, {} cores",
                     r.orders, r.lines_per_order, r.concurrency, r.workflows, r.skus, r.past_orders, r.cores
                 );
-                println!("  throughput      {:.0} orders/s end to end ({:.1} s sending, {} incomplete, {} non-2xx)", r.orders_per_s, r.sending_s, r.incomplete, r.non_2xx);
+                println!(
+                    "  throughput      {:.0} orders/s end to end ({:.1} s sending, {} incomplete, {} non-2xx)",
+                    r.orders_per_s, r.sending_s, r.incomplete, r.non_2xx
+                );
                 println!("  webhook ack     p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms", r.ack_p50_ms, r.ack_p99_ms, r.ack_max_ms);
                 println!("  end to end      p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", r.e2e_p50_ms, r.e2e_p99_ms, r.e2e_max_ms);
                 println!("  daemon CPU      {:.3} ms per order ({:.1} s in all)", r.daemon_cpu_ms_per_order, r.daemon_cpu_s);
-                println!("  daemon memory   {:.1} MB idle, {:.1} MB peak; ready {:.0} ms after start", r.daemon_idle_rss_mb, r.daemon_peak_rss_mb, r.start_to_ready_ms);
-                println!("  others' CPU     sandbox {:.3} ms per order, load generator {:.3} ms per order", r.sandbox_cpu_ms_per_order, r.loadgen_cpu_ms_per_order);
+                println!(
+                    "  daemon memory   {:.1} MB idle, {:.1} MB peak; ready {:.0} ms after start",
+                    r.daemon_idle_rss_mb, r.daemon_peak_rss_mb, r.start_to_ready_ms
+                );
+                println!(
+                    "  others' CPU     sandbox {:.3} ms per order, load generator {:.3} ms per order",
+                    r.sandbox_cpu_ms_per_order, r.loadgen_cpu_ms_per_order
+                );
                 println!("  durable commits {} ({:.1} writes each): {}", r.store_commits, r.store_jobs_per_commit, r.commit_strategy);
             }
             Ok(ExitCode::SUCCESS)

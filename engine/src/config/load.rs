@@ -164,6 +164,10 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
         Some((path, parsed)) => c.connections(path, parsed, &connectors, opts.resolve_secrets),
         None => BTreeMap::new(),
     };
+    let inventory = match &instance {
+        Some((path, parsed)) => c.inventory(path, parsed, &connection_drafts),
+        None => Default::default(),
+    };
 
     let mut drafts = Vec::new();
     let mut workflow_files: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -183,7 +187,7 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
             continue;
         }
         workflow_files.insert(name, f.path.clone());
-        if let Some(d) = c.workflow(&f.path, &parsed, &mut rules, &paths.workflows_dir()) {
+        if let Some(d) = c.workflow(&f.path, &parsed, &rules, &paths.workflows_dir()) {
             drafts.push(d);
         }
         spans.insert(f.path.clone(), parsed.spans);
@@ -271,6 +275,7 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
         connectors,
         connections,
         workflows,
+        inventory,
         templates,
         rules: c.rules,
         file_count,

@@ -38,6 +38,7 @@ pub struct ConfigSet {
     pub connectors: BTreeMap<String, Arc<Connector>>,
     pub connections: BTreeMap<String, Arc<Connection>>,
     pub workflows: BTreeMap<String, Arc<Workflow>>,
+    pub inventory: crate::inventory::InventorySettings,
     pub templates: Templates,
     pub rules: RuleEngine,
     /// Files read, for the summary line.

@@ -299,7 +299,9 @@ impl<'de> Deserialize<'de> for ExtractRaw {
 
 // ----------------------------------------------------------------- workflows
 
-/// `workflows/<name>.yaml`: what to do with one platform's orders.
+/// `workflows/<name>.yaml`: one business flow of one connection. Its kind
+/// follows from what it has: `order` (decide new orders), `stock_update`
+/// (feed the stock ledger) or `push` (send stock changes to a channel).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowFile {
@@ -310,25 +312,34 @@ pub struct WorkflowFile {
     /// The connection (from the instance config) this workflow talks to.
     pub connection: String,
     pub trigger: TriggerRaw,
-    /// How the platform payload maps to the canonical order.
-    pub order: OrderMappingRaw,
-    /// How to look up stock for each SKU of the order.
-    pub stock: StockLookupRaw,
-    /// Path of the rule script, relative to the workflows directory.
-    pub rule: String,
-    /// Values handed to the rule as `params` and to templates as `params`.
+    /// Order workflows: how the platform payload maps to the canonical order.
+    pub order: Option<OrderMappingRaw>,
+    /// Order workflows: how to look up stock for each SKU of the order.
+    pub stock: Option<StockLookupRaw>,
+    /// Order workflows: path of the rule script, relative to the workflows directory.
+    pub rule: Option<String>,
+    /// Values handed to the rule and to templates as `params`.
     #[serde(default)]
     pub params: BTreeMap<String, Value>,
-    /// Write-back steps for each decision.
+    /// Order workflows: write-back steps for each decision.
     #[serde(default)]
     pub on: DecisionStepsRaw,
+    /// Stock workflows: how a payload or polled record becomes stock levels.
+    pub stock_update: Option<StockUpdateRaw>,
+    /// Push workflows: steps sent when a SKU's available quantity changes.
+    pub push: Option<Vec<StepRaw>>,
 }
 
+/// Exactly one kind of trigger.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerRaw {
-    /// Orders arrive as signed webhooks at `/hooks/<workflow>`.
+    /// Signed deliveries at `/hooks/<workflow>`.
     pub webhook: Option<WebhookTriggerRaw>,
+    /// A request sent on a schedule; its records are processed like deliveries.
+    pub poll: Option<PollTriggerRaw>,
+    /// A change of available stock in the ledger (push workflows).
+    pub stock_change: Option<StockChangeTriggerRaw>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -341,6 +352,41 @@ pub struct WebhookTriggerRaw {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct PollTriggerRaw {
+    /// The connector request to send. It sees `cursor` (the watermark of the
+    /// last poll, or `initial_cursor`) and `page` (the next-page token, empty
+    /// on the first page). A query parameter that renders empty is left out.
+    pub request: String,
+    /// How often, e.g. `30s`, `5m`, `1h`.
+    pub every: String,
+    /// JSONPath to the records in one answer.
+    pub records: String,
+    /// JSONPath in a record to its id; with `version` it identifies a delivery for dedupe.
+    pub id: Option<String>,
+    /// JSONPath in a record to its version (e.g. last modified); a new version is a new delivery.
+    pub version: Option<String>,
+    /// JSONPath in a record whose largest value becomes the next `cursor`.
+    pub watermark: Option<String>,
+    /// The cursor of the very first poll.
+    pub initial_cursor: Option<String>,
+    /// JSONPath in the answer to the next page's token or URL; none ends the poll.
+    pub next_page: Option<String>,
+    /// Most pages read per poll (default 100).
+    pub max_pages: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockChangeTriggerRaw {
+    /// SKU patterns (`*` matches any run of characters); none means every SKU.
+    #[serde(default)]
+    pub skus: Vec<String>,
+    /// Smallest change of available units worth a push (default 1).
+    pub min_change: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OrderMappingRaw {
     pub external_id: String,
     pub number: Option<String>,
@@ -348,6 +394,45 @@ pub struct OrderMappingRaw {
     pub customer: CustomerMappingRaw,
     pub lines: LinesMappingRaw,
     pub received_at: Option<String>,
+    /// When this holds, the platform reports the order cancelled.
+    pub cancelled: Option<ConditionRaw>,
+    /// When this holds, the platform reports the order shipped.
+    pub fulfilled: Option<ConditionRaw>,
+}
+
+/// A JSONPath that holds when it matches something other than null, false
+/// or empty — or, with `equals`, one of the listed values.
+#[derive(Debug, Clone)]
+pub enum ConditionRaw {
+    Path(String),
+    Spec(ConditionSpecRaw),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionSpecRaw {
+    pub path: String,
+    #[serde(default)]
+    pub equals: Vec<Value>,
+}
+
+impl<'de> Deserialize<'de> for ConditionRaw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ConditionRaw;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSONPath string, or a map with `path` and `equals`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ConditionRaw, E> {
+                Ok(ConditionRaw::Path(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ConditionRaw, A::Error> {
+                ConditionSpecRaw::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ConditionRaw::Spec)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -374,12 +459,23 @@ pub struct LinesMappingRaw {
 pub struct StockLookupRaw {
     /// Connector request run once per SKU with `sku` in its context. It must
     /// extract `on_hand` or `available`, or `levels` (items with `location`
-    /// and `on_hand`/`available`); `incoming` (items with `qty` and `eta`) is
-    /// optional; every other extract is passed on as `refs`.
+    /// and `on_hand`/`available`); `incoming` (items with `qty` and `eta`, or
+    /// one number) is optional; every other extract is passed on as `refs`.
     pub request: String,
-    /// Units held back per SKU that rules may not promise.
-    #[serde(default)]
-    pub safety_stock: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockUpdateRaw {
+    /// JSONPath of the changed items in a payload or polled record (default `$`).
+    pub items: Option<String>,
+    /// What to take from each item. Without `request` they must give `sku`
+    /// and `on_hand`, `available` or `levels` (and may give `location`,
+    /// `incoming`); with `request`, they are its inputs, seen as `item.<name>`.
+    pub fields: BTreeMap<String, ExtractRaw>,
+    /// A stock lookup (as in order workflows) run per item when the items
+    /// carry no quantities; it must also extract `sku`.
+    pub request: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -405,6 +501,9 @@ pub struct StepRaw {
     pub args: BTreeMap<String, Value>,
     /// A lone expression giving an array; the request is sent once per item, seen as `item`.
     pub for_each: Option<String>,
+    /// Send this step only when the order's previous decision was one of
+    /// these (e.g. `[waitlist]` to release a hold when stock arrives).
+    pub if_previous: Option<Vec<String>>,
 }
 
 // ------------------------------------------------------------------ instance
@@ -423,6 +522,38 @@ pub struct InstanceFile {
     pub public_url: Option<String>,
     #[serde(default)]
     pub connections: BTreeMap<String, ConnectionRaw>,
+    /// The one stock picture across channels.
+    #[serde(default)]
+    pub inventory: InventoryRaw,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryRaw {
+    /// Which connection's reported on-hand is the truth, per SKU pattern;
+    /// the first match wins. With none, every report counts.
+    #[serde(default)]
+    pub masters: Vec<MasterRaw>,
+    /// Units held back per SKU pattern (`*` matches any run of characters);
+    /// the first match wins.
+    #[serde(default)]
+    pub safety_stock: Vec<SafetyStockRaw>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterRaw {
+    pub connection: String,
+    /// SKU patterns (default: every SKU).
+    #[serde(default)]
+    pub skus: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyStockRaw {
+    pub skus: String,
+    pub units: i64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -235,7 +235,11 @@ impl HttpClient {
         if !req.query.is_empty() {
             let mut pairs = Vec::with_capacity(req.query.len());
             for (k, t) in &req.query {
-                pairs.push((k.as_str(), templates.render(t, ctx)?));
+                // A parameter that renders empty is left out (e.g. no cursor on a first poll).
+                let v = templates.render(t, ctx)?;
+                if !v.is_empty() {
+                    pairs.push((k.as_str(), v));
+                }
             }
             builder = builder.query(&pairs);
         }

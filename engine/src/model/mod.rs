@@ -194,6 +194,8 @@ pub struct OrderRecord {
     /// What is reserved for this order, per SKU.
     pub allocations: Vec<AllocatedLine>,
     pub config_version: u64,
-    /// The event that created or last changed this order.
+    /// The event that created this order.
     pub event_id: u64,
+    /// Place in line among orders of equal priority (the creating event's id).
+    pub arrival: u64,
 }

@@ -43,6 +43,7 @@ pub struct Daemon {
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -63,6 +64,7 @@ impl Daemon {
         tracing::info!(config = %cfg.summary(), state = %state_path.display(), "config loaded");
 
         let (queue, rx) = mpsc::unbounded_channel();
+        let (waitlist, waitlist_rx) = mpsc::unbounded_channel();
         let (stop, stopping) = watch::channel(false);
         let registry = Registry::new(cfg, opts.paths.clone(), load_options, opts.clock.now_rfc3339());
         let rt = Arc::new(Runtime {
@@ -73,6 +75,8 @@ impl Daemon {
             queue,
             stopping: stopping.clone(),
             attempts: Default::default(),
+            waitlist,
+            pushes: Default::default(),
         });
 
         let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -91,6 +95,12 @@ impl Daemon {
         let rx = Arc::new(Mutex::new(rx));
         let worker_handles = (0..workers).map(|_| tokio::spawn(worker(rt.clone(), rx.clone()))).collect();
 
+        let mut background = vec![
+            tokio::spawn(super::waitlist::run(rt.clone(), waitlist_rx)),
+            tokio::spawn(super::push::run(rt.clone())),
+            tokio::spawn(super::poll::supervise(rt.clone())),
+        ];
+
         // Resume the previous run's work.
         let pending = rt.store.pending_events()?;
         let jobs = rt.store.writebacks()?;
@@ -100,9 +110,14 @@ impl Daemon {
         for id in pending {
             let _ = rt.queue.send(id);
         }
+        // Stock may have arrived while the daemon was down.
+        let waiting: std::collections::BTreeSet<String> = rt.store.waitlist(None)?.into_iter().map(|e| e.sku).collect();
+        if !waiting.is_empty() {
+            let _ = rt.waitlist.send(waiting.into_iter().collect());
+        }
         if !jobs.is_empty() {
             let rt2 = rt.clone();
-            tokio::spawn(async move {
+            background.push(tokio::spawn(async move {
                 for job in jobs {
                     if rt2.is_stopping() {
                         break;
@@ -110,7 +125,7 @@ impl Daemon {
                     let cfg = rt2.registry.current();
                     writeback::run(&rt2, &cfg, &job.order_id, true).await;
                 }
-            });
+            }));
         }
         if let Some(w) = opts.watch {
             crate::reload::watcher::start(rt.clone(), w);
@@ -130,7 +145,7 @@ impl Daemon {
             });
         }
         tracing::info!(%addr, workers, "ordersync is ready");
-        Ok(Daemon { addr, runtime: rt, stop, server, workers: worker_handles })
+        Ok(Daemon { addr, runtime: rt, stop, server, workers: worker_handles, background })
     }
 
     /// Stop intake, finish in-flight work, close the store.
@@ -139,7 +154,7 @@ impl Daemon {
         let _ = self.stop.send(true);
         let _ = self.server.await;
         let all = async {
-            for w in self.workers {
+            for w in self.workers.into_iter().chain(self.background) {
                 let _ = w.await;
             }
         };

@@ -45,7 +45,10 @@ pub async fn accept(rt: &Runtime, wf: &Workflow, headers: &HeaderMap, body: &[u8
             .and_then(|h| headers.get(h.as_str()))
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let Trigger::Webhook { events } = &wf.trigger;
+        let events: &[String] = match &wf.trigger {
+            Trigger::Webhook { events } => events,
+            _ => &[],
+        };
         if !events.is_empty() {
             match &event_type {
                 Some(t) if events.iter().any(|e| e == t) => {}

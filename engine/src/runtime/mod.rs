@@ -8,7 +8,12 @@
 
 pub mod daemon;
 pub mod intake;
+pub mod orders;
+pub mod poll;
 pub mod process;
+pub mod push;
+pub mod stock_events;
+pub mod waitlist;
 pub mod writeback;
 
 use std::sync::Arc;
@@ -33,6 +38,10 @@ pub struct Runtime {
     /// Failed attempts per queued event, for its backoff (in memory only:
     /// the event's age, which limits retries, is in the store).
     pub attempts: std::sync::Mutex<std::collections::HashMap<u64, u32>>,
+    /// SKUs whose available stock rose, for waitlist re-evaluation.
+    pub waitlist: mpsc::UnboundedSender<Vec<String>>,
+    /// Wakes the stock pusher.
+    pub pushes: tokio::sync::Notify,
 }
 
 impl Runtime {
@@ -53,6 +62,18 @@ impl Runtime {
 
     pub fn forget_attempts(&self, event_id: u64) {
         self.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&event_id);
+    }
+
+    /// Follow up a committed ledger change: move the waitlist, push stock.
+    pub fn after_commit(&self, effects: &crate::inventory::ledger::Effects) {
+        if effects.is_empty() {
+            return;
+        }
+        let up = effects.increased();
+        if !up.is_empty() {
+            let _ = self.waitlist.send(up);
+        }
+        self.pushes.notify_one();
     }
 
     /// Resolves once the daemon is asked to stop.

@@ -10,12 +10,14 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::Runtime;
-use super::process::order_json;
+use super::orders::order_json;
 use crate::config::ConfigSet;
+use crate::connector::Connection;
 use crate::connector::client::{SendOptions, render_json};
 use crate::model::{Decision, WritebackState};
 use crate::store::{AuditEntry, AuditKind, DeadLetter, StepProgress, StepState, StoreError};
 use crate::telemetry::metrics::METRICS;
+use crate::workflow::Step;
 
 /// A deterministic key for one effect: the same inputs always give the same
 /// key, formatted as a UUID so platforms that expect one accept it.
@@ -56,7 +58,7 @@ pub async fn run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) {
 }
 
 async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) -> Result<(), StoreError> {
-    let Some(mut job) = rt.store.writeback(order_id)? else {
+    let Some(job) = rt.store.writeback(order_id)? else {
         return Ok(());
     };
     let Some(record) = rt.store.order(order_id)? else {
@@ -66,13 +68,14 @@ async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) -
         tracing::warn!(order = order_id, workflow = %job.workflow, "write-back waits: its workflow is not configured");
         return Ok(());
     };
+    let params = wf.orders().map_or(Value::Null, |f| f.params.clone());
     let payload: Value = rt.store.payload(order_id)?.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
     let mut ctx = json!({
         "order": order_json(&record.order, &payload),
         "decision": { "decision": job.decision, "reason": record.reason, "priority": record.priority, "lines": record.allocations },
         "stock": serde_json::to_value(&record.stock_seen).unwrap_or(Value::Null),
         "values": wf.connection.values.clone(),
-        "params": wf.params.clone(),
+        "params": params,
         "now": rt.now(),
         "steps": {},
     });
@@ -81,11 +84,14 @@ async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) -
     let age = crate::clock::parse_instant(&job.created_at).map(|t| (rt.clock.now() - t).unsigned_abs()).unwrap_or_default();
     let budget = wf.connection.connector.retry.max_age.saturating_sub(age);
     let mut maybe_applied = resumed;
-    for i in 0..job.steps.len() {
-        let progress = job.steps[i].clone();
+    let last = job.steps.len().saturating_sub(1);
+    for (i, progress) in job.steps.iter().enumerate() {
         match progress.state {
             StepState::Done => {
                 ctx["steps"][&progress.name] = step_results(&progress.results, has_for_each(steps, &progress.name));
+                if i == last {
+                    mark(rt, order_id, i, StepState::Done, progress.results.clone(), Vec::new(), true).await?;
+                }
                 continue;
             }
             StepState::DeadLettered | StepState::Dropped => return Ok(()),
@@ -99,90 +105,109 @@ async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) -
                 i,
                 StepState::Done,
                 Vec::new(),
-                None,
-                AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message, call: None },
+                vec![AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message, call: None }],
+                i == last,
             )
             .await?;
             continue;
         };
-        let items: Vec<Value> = match &step.for_each {
-            None => vec![Value::Null],
-            Some(t) => match cfg.templates.render_value(t, &ctx) {
-                Ok(Value::Array(a)) => a,
-                Ok(Value::Null) => Vec::new(),
-                Ok(other) => vec![other],
-                Err(e) => {
-                    dead_letter(rt, &job.workflow, order_id, job.decision, i, &progress, e.0).await?;
-                    return Ok(());
-                }
-            },
-        };
-        let mut results = Vec::with_capacity(items.len());
-        for (n, item) in items.into_iter().enumerate() {
-            let mut call_ctx = ctx.clone();
-            call_ctx["item"] = item;
-            call_ctx["idempotency_key"] = Value::String(idempotency_key(&job.workflow, order_id, job.decision, &step.name, n));
-            let mut args = Map::new();
-            for (k, t) in &step.args {
-                match render_json(&cfg.templates, t, &call_ctx) {
-                    Ok(v) => {
-                        args.insert(k.clone(), v);
-                    }
-                    Err(e) => {
-                        dead_letter(rt, &job.workflow, order_id, job.decision, i, &progress, e.0).await?;
-                        return Ok(());
-                    }
-                }
+        let opts = SendOptions { budget: Some(budget), maybe_applied, single_attempt: false };
+        let key = |n: usize| idempotency_key(&job.workflow, order_id, job.decision, &step.name, n);
+        let run = send_step(rt, cfg, &wf.connection, step, &ctx, job.decision.as_str(), &key, opts).await;
+        if let Some(error) = run.error {
+            METRICS.inc("ordersync_writeback_steps_total", &[("workflow", &job.workflow), ("result", "dead_lettered")]);
+            dead_letter(rt, &job.workflow, order_id, job.decision, i, progress, error, run.audit).await?;
+            return Ok(());
+        }
+        maybe_applied = false;
+        ctx["steps"][&step.name] = step_results(&run.results, step.for_each.is_some());
+        METRICS.inc("ordersync_writeback_steps_total", &[("workflow", &job.workflow), ("result", "done")]);
+        let mut audit = run.audit;
+        audit.push(AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message: format!("step {} done", step.name), call: None });
+        mark(rt, order_id, i, StepState::Done, run.results, audit, i == last).await?;
+    }
+    Ok(())
+}
+
+/// What sending one step did.
+pub(super) struct StepRun {
+    /// The extracts of each request sent (one per `for_each` item).
+    pub results: Vec<Value>,
+    /// One entry per request, for the audit trail.
+    pub audit: Vec<AuditEntry>,
+    /// Why the step gave up, if it did.
+    pub error: Option<String>,
+}
+
+/// Send one step: once, or once per `for_each` item, each with its args and
+/// idempotency key (`key(n)` for item `n`).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn send_step(
+    rt: &Runtime,
+    cfg: &ConfigSet,
+    conn: &Connection,
+    step: &Step,
+    ctx: &Value,
+    label: &str,
+    key: &(dyn Fn(usize) -> String + Sync),
+    opts: SendOptions,
+) -> StepRun {
+    let mut run = StepRun { results: Vec::new(), audit: Vec::new(), error: None };
+    let items: Vec<Value> = match &step.for_each {
+        None => vec![Value::Null],
+        Some(t) => match cfg.templates.render_value(t, ctx) {
+            Ok(Value::Array(a)) => a,
+            Ok(Value::Null) => Vec::new(),
+            Ok(other) => vec![other],
+            Err(e) => {
+                run.error = Some(e.0);
+                return run;
             }
-            call_ctx["args"] = Value::Object(args);
-            let opts = SendOptions { budget: Some(budget), maybe_applied, single_attempt: false };
-            match rt.http.send_with(&cfg.templates, &wf.connection, &step.request, &call_ctx, opts).await {
-                Ok(ex) => {
-                    METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "ok")]);
-                    let what = if ex.already_done { "was already in effect; not resent" } else { "sent" };
-                    let entry = AuditEntry {
-                        at: rt.now(),
-                        kind: AuditKind::Writeback,
-                        message: format!("{} {what} ({})", step.name, job.decision.as_str()),
-                        call: Some(ex.summary),
-                    };
-                    let id = order_id.to_string();
-                    rt.store.write(move |w| w.audit(&id, &entry)).await?;
-                    results.push(ex.extracts);
+        },
+    };
+    for (n, item) in items.into_iter().enumerate() {
+        let mut call_ctx = ctx.clone();
+        call_ctx["item"] = item;
+        call_ctx["idempotency_key"] = Value::String(key(n));
+        let mut args = Map::new();
+        for (k, t) in &step.args {
+            match render_json(&cfg.templates, t, &call_ctx) {
+                Ok(v) => {
+                    args.insert(k.clone(), v);
                 }
                 Err(e) => {
-                    METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "failed")]);
-                    let entry = AuditEntry {
-                        at: rt.now(),
-                        kind: AuditKind::Writeback,
-                        message: format!("{} failed", step.name),
-                        call: e.summary().cloned(),
-                    };
-                    let id = order_id.to_string();
-                    rt.store.write(move |w| w.audit(&id, &entry)).await?;
-                    dead_letter(rt, &job.workflow, order_id, job.decision, i, &progress, e.to_string()).await?;
-                    return Ok(());
+                    run.error = Some(e.0);
+                    return run;
                 }
             }
         }
-        maybe_applied = false;
-        ctx["steps"][&step.name] = step_results(&results, step.for_each.is_some());
-        METRICS.inc("ordersync_writeback_steps_total", &[("workflow", &job.workflow), ("result", "done")]);
-        job.steps[i].state = StepState::Done;
-        let entry = AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message: format!("step {} done", step.name), call: None };
-        mark(rt, order_id, i, StepState::Done, results, None, entry).await?;
-    }
-    let id = order_id.to_string();
-    rt.store
-        .write(move |w| {
-            w.remove_writeback(&id)?;
-            if let Some(mut rec) = w.order(&id)? {
-                rec.writeback = WritebackState::Done;
-                w.put_order(&rec)?;
+        call_ctx["args"] = Value::Object(args);
+        match rt.http.send_with(&cfg.templates, conn, &step.request, &call_ctx, opts).await {
+            Ok(ex) => {
+                METRICS.inc("ordersync_requests_total", &[("connection", &conn.name), ("outcome", "ok")]);
+                let what = if ex.already_done { "was already in effect; not resent" } else { "sent" };
+                run.audit.push(AuditEntry {
+                    at: rt.now(),
+                    kind: AuditKind::Writeback,
+                    message: format!("{} {what} ({label})", step.name),
+                    call: Some(ex.summary),
+                });
+                run.results.push(ex.extracts);
             }
-            Ok(())
-        })
-        .await
+            Err(e) => {
+                METRICS.inc("ordersync_requests_total", &[("connection", &conn.name), ("outcome", "failed")]);
+                run.audit.push(AuditEntry {
+                    at: rt.now(),
+                    kind: AuditKind::Writeback,
+                    message: format!("{} failed", step.name),
+                    call: e.summary().cloned(),
+                });
+                run.error = Some(e.to_string());
+                return run;
+            }
+        }
+    }
+    run
 }
 
 fn has_for_each(steps: &[crate::workflow::Step], name: &str) -> bool {
@@ -194,33 +219,43 @@ fn step_results(results: &[Value], per_item: bool) -> Value {
     if per_item { Value::Array(results.to_vec()) } else { results.first().cloned().unwrap_or_else(|| Value::Object(Map::new())) }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Record a step's outcome; `finish` also closes the job (one commit for the last step).
 async fn mark(
     rt: &Runtime,
     order_id: &str,
     index: usize,
     state: StepState,
     results: Vec<Value>,
-    error: Option<String>,
-    entry: AuditEntry,
+    audit: Vec<AuditEntry>,
+    finish: bool,
 ) -> Result<(), StoreError> {
     let id = order_id.to_string();
     rt.store
         .write(move |w| {
-            if let Some(mut job) = w.writeback(&id)? {
+            if finish {
+                w.remove_writeback(&id)?;
+                if let Some(mut rec) = w.order(&id)? {
+                    rec.writeback = WritebackState::Done;
+                    w.put_order(&rec)?;
+                }
+            } else if let Some(mut job) = w.writeback(&id)? {
                 if let Some(step) = job.steps.get_mut(index) {
                     step.state = state;
                     step.results = results;
                     step.attempts += 1;
-                    step.last_error = error;
+                    step.last_error = None;
                 }
                 w.put_writeback(&job)?;
             }
-            w.audit(&id, &entry)
+            for a in &audit {
+                w.audit(&id, a)?;
+            }
+            Ok(())
         })
         .await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn dead_letter(
     rt: &Runtime,
     workflow: &str,
@@ -229,9 +264,9 @@ async fn dead_letter(
     index: usize,
     progress: &StepProgress,
     error: String,
+    mut audit: Vec<AuditEntry>,
 ) -> Result<(), StoreError> {
     tracing::warn!(order = order_id, step = %progress.name, "write-back step dead-lettered: {error}");
-    METRICS.inc("ordersync_writeback_steps_total", &[("workflow", workflow), ("result", "dead_lettered")]);
     let letter = DeadLetter {
         id: 0,
         order_id: order_id.to_string(),
@@ -243,8 +278,12 @@ async fn dead_letter(
         at: rt.now(),
     };
     let id = order_id.to_string();
-    let entry =
-        AuditEntry { at: rt.now(), kind: AuditKind::Error, message: format!("step {} gave up: {error}", progress.name), call: None };
+    audit.push(AuditEntry {
+        at: rt.now(),
+        kind: AuditKind::Error,
+        message: format!("step {} gave up: {error}", progress.name),
+        call: None,
+    });
     rt.store
         .write(move |w| {
             w.add_dead_letter(letter)?;
@@ -260,7 +299,10 @@ async fn dead_letter(
                 rec.writeback = WritebackState::DeadLettered;
                 w.put_order(&rec)?;
             }
-            w.audit(&id, &entry)
+            for a in &audit {
+                w.audit(&id, a)?;
+            }
+            Ok(())
         })
         .await
 }

@@ -190,7 +190,7 @@ impl Erp {
         let mut s = self.lock();
         let id = 9_012_345_000 + s.products.len() as u64;
         let discontinued = tags.contains(&"discontinued");
-        s.products.push(Product {
+        s.push_product(Product {
             id,
             sku: sku.into(),
             title: title.into(),
@@ -387,7 +387,15 @@ pub fn add_generated_products(erp: &Erp, prefix: &str, count: usize, on_hand: i6
     for i in 0..count {
         let sku = format!("{prefix}{i:06}");
         let id = 9_500_000_000 + i as u64;
-        s.push_product(Product { id, sku: sku.clone(), title: format!("Generated part {i}"), kind: Kind::Part, price: "1.00".into(), tags: vec!["spare-part".into()], discontinued: false });
+        s.push_product(Product {
+            id,
+            sku: sku.clone(),
+            title: format!("Generated part {i}"),
+            kind: Kind::Part,
+            price: "1.00".into(),
+            tags: vec!["spare-part".into()],
+            discontinued: false,
+        });
         s.levels.insert((sku, loc), Level { on_hand, ..Level::default() });
     }
 }

@@ -235,7 +235,9 @@ async fn batch(State(s): State<Arc<Shared>>, axum::Json(req): axum::Json<Batch>)
         let lines = match &req.sku_range {
             Some(r) if r.count > 0 => {
                 let start = rand::random::<u64>() as usize;
-                (0..req.lines_per_order.min(r.count)).map(|k| LineRequest { sku: format!("{}{:06}", r.prefix, (start + k) % r.count), qty: 1 }).collect()
+                (0..req.lines_per_order.min(r.count))
+                    .map(|k| LineRequest { sku: format!("{}{:06}", r.prefix, (start + k) % r.count), qty: 1 })
+                    .collect()
             }
             _ => req.lines.clone(),
         };

@@ -12,7 +12,7 @@
 //! are serialised by construction.
 
 mod redb;
-mod tables;
+pub mod tables;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -21,6 +21,7 @@ pub use self::redb::{Store, WriteTx};
 use crate::adapters::rules::AllocatedLine;
 use crate::connector::client::CallSummary;
 use crate::model::Decision;
+pub use tables::inverted_priority;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -137,6 +138,59 @@ pub struct StockRow {
     pub reported_at: String,
     /// Which connection reported it.
     pub source: String,
+}
+
+/// One change of a SKU's stock, with its cause; the history of a SKU adds up
+/// to its current on-hand and reserved units.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StockChange {
+    pub seq: u64,
+    pub at: String,
+    pub kind: StockChangeKind,
+    pub location: Option<String>,
+    pub on_hand_delta: i64,
+    pub reserved_delta: i64,
+    /// Totals over every location after the change.
+    pub on_hand_after: i64,
+    pub reserved_after: i64,
+    /// Which order, which sync.
+    pub cause: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StockChangeKind {
+    /// A platform reported a new on-hand figure.
+    Reported,
+    Reserved,
+    Released,
+    /// Shipped: the reservation ends and the units leave.
+    Fulfilled,
+}
+
+/// A SKU waiting in line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WaitlistEntry {
+    pub sku: String,
+    pub priority: i64,
+    pub arrival: u64,
+    pub order_id: String,
+}
+
+/// The latest available figure of a SKU for one push workflow.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PushState {
+    pub workflow: String,
+    pub sku: String,
+    pub available: i64,
+    pub on_hand: i64,
+    pub reserved: i64,
+    /// Bumped on every change; part of the idempotency key.
+    pub seq: u64,
+    /// What the channel was last told (none yet).
+    pub pushed: Option<i64>,
+    pub pushed_seq: u64,
+    pub last_error: Option<String>,
 }
 
 /// An order's hold on stock.

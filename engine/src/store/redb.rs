@@ -9,7 +9,11 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
 use super::tables::*;
-use super::{AuditEntry, DeadLetter, Enqueued, EventRecord, FailedEvent, NewEvent, StockRow, StoreError, WritebackJob};
+use super::{
+    AuditEntry, DeadLetter, Enqueued, EventRecord, FailedEvent, NewEvent, PushState, StockChange, StockRow, StoreError, WaitlistEntry,
+    WritebackJob,
+};
+use crate::model::Incoming;
 use crate::model::{OrderRecord, OrderStatus};
 
 /// Most jobs folded into one transaction.
@@ -72,6 +76,11 @@ impl Store {
             txn.open_table(OUTBOX).map_err(storage)?;
             txn.open_table(DEAD_LETTERS).map_err(storage)?;
             txn.open_table(FAILED_EVENTS).map_err(storage)?;
+            txn.open_table(STOCK_HISTORY).map_err(storage)?;
+            txn.open_table(INCOMING).map_err(storage)?;
+            txn.open_table(WAITLIST).map_err(storage)?;
+            txn.open_table(PUSHES).map_err(storage)?;
+            txn.open_table(CURSORS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
 
@@ -215,6 +224,113 @@ impl Store {
             let table = t.open_table(DEAD_LETTERS).map_err(storage)?;
             table.iter().map_err(storage)?.map(|r| r.map_err(storage).and_then(|(_, v)| decode("dead letter", v.value()))).collect()
         })
+    }
+
+    /// Every SKU the ledger knows, with its rows (reported stock).
+    pub fn stock_all(&self) -> Result<Vec<(String, String, StockRow)>, StoreError> {
+        self.read(|t| {
+            let table = t.open_table(STOCK).map_err(storage)?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                let (sku, loc) = k.value();
+                out.push((sku.to_string(), loc.to_string(), decode("stock row", v.value())?));
+            }
+            Ok(out)
+        })
+    }
+
+    /// SKUs with reservations, and their totals.
+    pub fn reserved_all(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(|t| {
+            let table = t.open_table(RESERVED_TOTALS).map_err(storage)?;
+            table.iter().map_err(storage)?.map(|r| r.map(|(k, v)| (k.value().to_string(), v.value())).map_err(storage)).collect()
+        })
+    }
+
+    /// Reservations of one SKU: (order id, units).
+    pub fn reservations(&self, sku: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(|t| {
+            let table = t.open_table(RESERVATIONS).map_err(storage)?;
+            let mut out = Vec::new();
+            for row in table.range((sku, "")..).map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                let (s, order) = k.value();
+                if s != sku {
+                    break;
+                }
+                out.push((order.to_string(), v.value()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Units of `sku` reserved by orders whose id starts with `prefix` (one connection's orders).
+    pub fn reserved_by_prefix(&self, sku: &str, prefix: &str) -> Result<i64, StoreError> {
+        Ok(self.reservations(sku)?.iter().filter(|(o, _)| o.starts_with(prefix)).map(|(_, q)| q).sum())
+    }
+
+    pub fn incoming(&self, sku: &str) -> Result<Vec<Incoming>, StoreError> {
+        self.read(|t| {
+            t.open_table(INCOMING)
+                .map_err(storage)?
+                .get(sku)
+                .map_err(storage)?
+                .map(|v| decode("incoming", v.value()))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        })
+    }
+
+    /// A SKU's stock history, oldest first; at most `limit` of the newest.
+    pub fn stock_history(&self, sku: &str, limit: usize) -> Result<Vec<StockChange>, StoreError> {
+        self.read(|t| {
+            let table = t.open_table(STOCK_HISTORY).map_err(storage)?;
+            let mut out = Vec::new();
+            for row in table.range((sku, 0)..=(sku, u64::MAX)).map_err(storage)?.rev().take(limit) {
+                let (_, v) = row.map_err(storage)?;
+                out.push(decode("stock change", v.value())?);
+            }
+            out.reverse();
+            Ok(out)
+        })
+    }
+
+    /// The waitlist of one SKU in service order, or of every SKU.
+    pub fn waitlist(&self, sku: Option<&str>) -> Result<Vec<WaitlistEntry>, StoreError> {
+        self.read(|t| {
+            let table = t.open_table(WAITLIST).map_err(storage)?;
+            let rows: Box<dyn Iterator<Item = _>> = match sku {
+                Some(s) => Box::new(table.range((s, 0, 0, "")..).map_err(storage)?),
+                None => Box::new(table.iter().map_err(storage)?),
+            };
+            let mut out = Vec::new();
+            for row in rows {
+                let (k, _) = row.map_err(storage)?;
+                let (s, inv, arrival, order) = k.value();
+                if sku.is_some_and(|want| want != s) {
+                    break;
+                }
+                out.push(WaitlistEntry {
+                    sku: s.to_string(),
+                    priority: (i64::MAX as i128 - inv as i128) as i64,
+                    arrival,
+                    order_id: order.to_string(),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn pushes(&self) -> Result<Vec<PushState>, StoreError> {
+        self.read(|t| {
+            let table = t.open_table(PUSHES).map_err(storage)?;
+            table.iter().map_err(storage)?.map(|r| r.map_err(storage).and_then(|(_, v)| decode("push", v.value()))).collect()
+        })
+    }
+
+    pub fn cursor(&self, workflow: &str) -> Result<Option<String>, StoreError> {
+        self.read(|t| Ok(t.open_table(CURSORS).map_err(storage)?.get(workflow).map_err(storage)?.map(|v| v.value().to_string())))
     }
 
     pub fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
@@ -472,6 +588,86 @@ impl WriteTx<'_> {
 
     pub fn remove_writeback(&mut self, order_id: &str) -> Result<(), StoreError> {
         let r = self.txn.open_table(OUTBOX).and_then(|mut t| t.remove(order_id).map(|_| ()).map_err(Into::into));
+        r.map_err(|e| self.fail(e))
+    }
+
+    /// Append to a SKU's stock history (its `seq` is assigned here).
+    pub fn add_stock_change(&mut self, sku: &str, mut change: StockChange) -> Result<(), StoreError> {
+        let r = (|| {
+            let mut t = self.txn.open_table(STOCK_HISTORY)?;
+            let next = t.range((sku, 0)..=(sku, u64::MAX))?.next_back().transpose()?.map_or(1, |(k, _)| k.value().1 + 1);
+            change.seq = next;
+            let bytes = encode(&change);
+            t.insert((sku, next), bytes.as_slice())?;
+            Ok::<_, redb::Error>(())
+        })();
+        r.map_err(|e| self.fail(e))
+    }
+
+    pub fn reservation(&mut self, sku: &str, order_id: &str) -> Result<i64, StoreError> {
+        let table = self.txn.open_table(RESERVATIONS).map_err(|e| self.fail(e))?;
+        let q = table.get((sku, order_id)).map_err(storage)?.map_or(0, |v| v.value());
+        Ok(q)
+    }
+
+    /// Units of `sku` reserved by orders whose id starts with `prefix` (one connection's orders).
+    pub fn reserved_by_prefix(&mut self, sku: &str, prefix: &str) -> Result<i64, StoreError> {
+        let table = self.txn.open_table(RESERVATIONS).map_err(|e| self.fail(e))?;
+        let mut total = 0;
+        for row in table.range((sku, prefix)..).map_err(storage)? {
+            let (k, v) = row.map_err(storage)?;
+            let (s, order) = k.value();
+            if s != sku || !order.starts_with(prefix) {
+                break;
+            }
+            total += v.value();
+        }
+        Ok(total)
+    }
+
+    pub fn set_incoming(&mut self, sku: &str, incoming: &[Incoming]) -> Result<(), StoreError> {
+        let bytes = encode(&incoming);
+        let r = self.txn.open_table(INCOMING).and_then(|mut t| {
+            if incoming.is_empty() { t.remove(sku).map(|_| ()) } else { t.insert(sku, bytes.as_slice()).map(|_| ()) }.map_err(Into::into)
+        });
+        r.map_err(|e| self.fail(e))
+    }
+
+    pub fn incoming(&mut self, sku: &str) -> Result<Vec<Incoming>, StoreError> {
+        let table = self.txn.open_table(INCOMING).map_err(|e| self.fail(e))?;
+        let found = table.get(sku).map_err(storage)?.map(|v| decode("incoming", v.value())).transpose();
+        found.map(Option::unwrap_or_default)
+    }
+
+    pub fn add_to_waitlist(&mut self, e: &WaitlistEntry) -> Result<(), StoreError> {
+        let key = (e.sku.as_str(), inverted_priority(e.priority), e.arrival, e.order_id.as_str());
+        let r = self.txn.open_table(WAITLIST).and_then(|mut t| t.insert(key, ()).map(|_| ()).map_err(Into::into));
+        r.map_err(|e| self.fail(e))
+    }
+
+    pub fn remove_from_waitlist(&mut self, e: &WaitlistEntry) -> Result<(), StoreError> {
+        let key = (e.sku.as_str(), inverted_priority(e.priority), e.arrival, e.order_id.as_str());
+        let r = self.txn.open_table(WAITLIST).and_then(|mut t| t.remove(key).map(|_| ()).map_err(Into::into));
+        r.map_err(|e| self.fail(e))
+    }
+
+    pub fn push_state(&mut self, workflow: &str, sku: &str) -> Result<Option<PushState>, StoreError> {
+        let table = self.txn.open_table(PUSHES).map_err(|e| self.fail(e))?;
+        let found = table.get((workflow, sku)).map_err(storage)?.map(|v| decode("push", v.value())).transpose();
+        found
+    }
+
+    pub fn put_push_state(&mut self, p: &PushState) -> Result<(), StoreError> {
+        let bytes = encode(p);
+        let r = self
+            .txn
+            .open_table(PUSHES)
+            .and_then(|mut t| t.insert((p.workflow.as_str(), p.sku.as_str()), bytes.as_slice()).map(|_| ()).map_err(Into::into));
+        r.map_err(|e| self.fail(e))
+    }
+
+    pub fn set_cursor(&mut self, workflow: &str, cursor: &str) -> Result<(), StoreError> {
+        let r = self.txn.open_table(CURSORS).and_then(|mut t| t.insert(workflow, cursor).map(|_| ()).map_err(Into::into));
         r.map_err(|e| self.fail(e))
     }
 

@@ -26,6 +26,16 @@ pub const RESERVATIONS: TableDefinition<(&str, &str), i64> = TableDefinition::ne
 pub const RESERVED_TOTALS: TableDefinition<&str, i64> = TableDefinition::new("reserved_totals");
 /// Outbox: write-back jobs by order id.
 pub const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// Stock history: (sku, sequence) → one change of on-hand or reserved, with its cause.
+pub const STOCK_HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("stock_history");
+/// Incoming stock (purchase orders) per SKU, as the stock master reported it.
+pub const INCOMING: TableDefinition<&str, &[u8]> = TableDefinition::new("incoming");
+/// Waitlist: (sku, inverted priority, arrival, order id) → (); iteration order is service order.
+pub const WAITLIST: TableDefinition<(&str, u64, u64, &str), ()> = TableDefinition::new("waitlist");
+/// Stock pushes: (workflow, sku) → what to send and what was last sent.
+pub const PUSHES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pushes");
+/// Poll cursors: workflow → the watermark of its last poll.
+pub const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("cursors");
 /// Dead letters by id.
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 /// Events that could not be mapped to an order, by event id.
@@ -33,6 +43,11 @@ pub const FAILED_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("fai
 
 pub const NEXT_EVENT_ID: &str = "next_event_id";
 pub const NEXT_DEAD_LETTER_ID: &str = "next_dead_letter_id";
+
+/// Higher priority sorts first.
+pub fn inverted_priority(priority: i64) -> u64 {
+    (i64::MAX as i128 - priority as i128).clamp(0, u64::MAX as i128) as u64
+}
 
 pub fn delivery_key(workflow: &str, delivery_id: &str) -> String {
     format!("{workflow}\0{delivery_id}")

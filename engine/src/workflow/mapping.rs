@@ -5,7 +5,29 @@ use serde_json::Value;
 use crate::adapters::jsonpath::JsonPath;
 use crate::model::{Customer, Line, Order};
 
+/// A JSONPath that holds when it matches something other than null, false
+/// or empty — or, with `equals`, one of those values.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub path: JsonPath,
+    pub equals: Vec<Value>,
+}
+
+impl Condition {
+    pub fn holds(&self, doc: &Value) -> bool {
+        self.path.query(doc).into_iter().any(|v| {
+            if self.equals.is_empty() {
+                !matches!(v, Value::Null | Value::Bool(false)) && v.as_str() != Some("") && v.as_array().is_none_or(|a| !a.is_empty())
+            } else {
+                self.equals.contains(v)
+            }
+        })
+    }
+}
+
 pub struct OrderMapping {
+    pub cancelled: Option<Condition>,
+    pub fulfilled: Option<Condition>,
     pub external_id: JsonPath,
     pub number: Option<JsonPath>,
     pub customer_id: Option<JsonPath>,
@@ -105,6 +127,8 @@ mod tests {
     fn mapping() -> OrderMapping {
         let p = |s: &str| JsonPath::compile(s).unwrap();
         OrderMapping {
+            cancelled: None,
+            fulfilled: None,
             external_id: p("$.id"),
             number: Some(p("$.name")),
             customer_id: Some(p("$.customer.id")),
@@ -130,6 +154,15 @@ mod tests {
         assert_eq!(o.lines.len(), 2);
         assert_eq!(o.lines[1].qty, 1);
         assert_eq!(o.received_at, "2026-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn conditions_hold_on_values() {
+        let c = Condition { path: JsonPath::compile("$.cancelled_at").unwrap(), equals: vec![] };
+        assert!(c.holds(&json!({"cancelled_at": "2026-01-01"})));
+        assert!(!c.holds(&json!({"cancelled_at": null})));
+        let f = Condition { path: JsonPath::compile("$.status").unwrap(), equals: vec![json!("fulfilled"), json!("shipped")] };
+        assert!(f.holds(&json!({"status": "shipped"})) && !f.holds(&json!({"status": "partial"})));
     }
 
     #[test]

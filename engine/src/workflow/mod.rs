@@ -1,6 +1,12 @@
-//! Workflows: the compiled form of `workflows/<name>.yaml` — which trigger
-//! starts it, how the payload maps to the canonical order, how stock is
-//! looked up, which rule decides, and what is written back per decision.
+//! Workflows: the compiled form of `workflows/<name>.yaml`.
+//!
+//! A workflow has one trigger and one kind of work:
+//! - **orders**: map a new order, look up stock, let the rule decide,
+//!   reserve, write back; later events of the same order (cancelled,
+//!   shipped) release what it holds;
+//! - **stock**: turn a delivery or polled record into reported stock levels
+//!   for the ledger;
+//! - **push**: when a SKU's available quantity changes, send it to a channel.
 
 pub mod mapping;
 pub mod stock;
@@ -8,12 +14,16 @@ pub mod stock;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::adapters::jsonpath::JsonPath;
 use crate::adapters::rules::Rule;
 use crate::adapters::template::Template;
+use crate::connector::extract::Extractor;
 use crate::connector::{Connection, JsonTemplate, RequestSpec};
+use crate::inventory::pattern::SkuPattern;
 use crate::model::Decision;
 use mapping::OrderMapping;
 
@@ -22,6 +32,41 @@ pub struct Workflow {
     pub file: PathBuf,
     pub connection: Arc<Connection>,
     pub trigger: Trigger,
+    pub kind: Kind,
+}
+
+pub enum Trigger {
+    /// Signed deliveries at `/hooks/<workflow>`; `events` filters on the connector's event header.
+    Webhook {
+        events: Vec<String>,
+    },
+    Poll(PollSpec),
+    /// The ledger's available quantity of a matching SKU changed by at least `min_change`.
+    StockChange {
+        skus: Vec<SkuPattern>,
+        min_change: i64,
+    },
+}
+
+pub struct PollSpec {
+    pub request: Arc<RequestSpec>,
+    pub every: Duration,
+    pub records: JsonPath,
+    pub id: Option<JsonPath>,
+    pub version: Option<JsonPath>,
+    pub watermark: Option<JsonPath>,
+    pub initial_cursor: Option<String>,
+    pub next_page: Option<JsonPath>,
+    pub max_pages: u32,
+}
+
+pub enum Kind {
+    Orders(OrderFlow),
+    Stock(StockFlow),
+    Push(PushFlow),
+}
+
+pub struct OrderFlow {
     pub mapping: OrderMapping,
     pub stock: StockLookup,
     pub rule: Rule,
@@ -29,28 +74,91 @@ pub struct Workflow {
     pub steps: BTreeMap<Decision, Vec<Step>>,
 }
 
-#[derive(Debug, Clone)]
-pub enum Trigger {
-    /// Signed deliveries at `/hooks/<workflow>`; `events` filters on the connector's event header.
-    Webhook { events: Vec<String> },
-}
-
 pub struct StockLookup {
     pub request: Arc<RequestSpec>,
-    pub safety_stock: i64,
 }
 
-/// One write-back request of a decision.
+pub struct StockFlow {
+    pub items: JsonPath,
+    pub fields: Vec<(String, Extractor)>,
+    pub request: Option<Arc<RequestSpec>>,
+}
+
+pub struct PushFlow {
+    pub steps: Vec<Step>,
+}
+
+/// One write-back request.
 pub struct Step {
     pub name: String,
     pub request: Arc<RequestSpec>,
     pub args: Vec<(String, JsonTemplate)>,
     /// A lone expression that yields an array; the request is sent once per item.
     pub for_each: Option<Template>,
+    /// Only when the order's previous decision was one of these (empty: always).
+    pub if_previous: Vec<Decision>,
 }
 
 impl Workflow {
+    pub fn orders(&self) -> Option<&OrderFlow> {
+        match &self.kind {
+            Kind::Orders(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Orders(_) => "orders",
+            Kind::Stock(_) => "stock",
+            Kind::Push(_) => "push",
+        }
+    }
+
+    pub fn trigger_name(&self) -> &'static str {
+        match self.trigger {
+            Trigger::Webhook { .. } => "webhook",
+            Trigger::Poll(_) => "poll",
+            Trigger::StockChange { .. } => "stock_change",
+        }
+    }
+
+    /// The write-back steps of a decision (order workflows) or the push steps.
     pub fn steps_for(&self, decision: Decision) -> &[Step] {
-        self.steps.get(&decision).map_or(&[], Vec::as_slice)
+        match &self.kind {
+            Kind::Orders(o) => o.steps.get(&decision).map_or(&[], Vec::as_slice),
+            Kind::Push(p) => &p.steps,
+            Kind::Stock(_) => &[],
+        }
+    }
+}
+
+/// `30s`, `5m`, `1h`, `250ms` → a duration.
+pub fn parse_interval(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return None,
+    };
+    (!d.is_zero()).then_some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_parse() {
+        assert_eq!(parse_interval("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_interval("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_interval("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_interval("0s"), None);
+        assert_eq!(parse_interval("soon"), None);
     }
 }

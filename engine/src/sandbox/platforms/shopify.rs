@@ -136,7 +136,11 @@ impl ShopifySim {
     /// The body and headers of an `orders/create` delivery, signed.
     pub fn delivery(&self, order: &SimOrder, webhook_id: &str) -> (Vec<u8>, Vec<(&'static str, String)>) {
         let body = serde_json::to_vec(&self.order_payload(order)).expect("JSON serializes");
-        let signature = base64::engine::general_purpose::STANDARD.encode(hmac_bytes(SignatureAlgorithm::HmacSha256, self.creds.webhook_secret.as_bytes(), &body));
+        let signature = base64::engine::general_purpose::STANDARD.encode(hmac_bytes(
+            SignatureAlgorithm::HmacSha256,
+            self.creds.webhook_secret.as_bytes(),
+            &body,
+        ));
         let headers = vec![
             ("Content-Type", "application/json".to_string()),
             ("X-Shopify-Topic", "orders/create".to_string()),

@@ -1,0 +1,219 @@
+//! Compiling `connectors.d/*.yaml`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Compiler, Source, check_name};
+use crate::config::diagnostic::did_you_mean;
+use crate::config::raw;
+use crate::config::yaml::Parsed;
+use crate::connector::ratelimit::RateLimit;
+use crate::connector::retry::RetryPolicy;
+use crate::connector::{Auth, Body, Check, Connector, ErrorRules, RequestSpec, SignatureSpec, WebhookSpec};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+impl Compiler {
+    pub fn connector(&mut self, file: &Path, parsed: &Parsed<raw::ConnectorFile>) -> Option<Connector> {
+        let src = Source { file, spans: &parsed.spans };
+        let raw = &parsed.value;
+        let before = self.diags.len();
+        check_name(self, src, "connector", &raw.connector);
+
+        let secret_names: Vec<&str> = raw.secrets.keys().map(String::as_str).collect();
+        let need_secret = |c: &mut Compiler, field: &str, name: &str| {
+            if !raw.secrets.contains_key(name) {
+                let mut d = src.at(field, format!("secret `{name}` is not declared under `secrets`"));
+                if let Some(s) = did_you_mean(name, secret_names.iter().copied()) {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                c.push(d);
+            }
+        };
+        let auth = match &raw.auth {
+            raw::AuthRaw::None => Auth::None,
+            raw::AuthRaw::Header { header, secret, prefix } => {
+                need_secret(self, "auth.secret", secret);
+                Auth::Header { header: header.clone(), secret: secret.clone(), prefix: prefix.clone() }
+            }
+            raw::AuthRaw::Bearer { secret } => {
+                need_secret(self, "auth.secret", secret);
+                Auth::Header { header: "Authorization".into(), secret: secret.clone(), prefix: "Bearer ".into() }
+            }
+            raw::AuthRaw::Basic { username, password } => {
+                need_secret(self, "auth.username", username);
+                need_secret(self, "auth.password", password);
+                Auth::Basic { username: username.clone(), password: password.clone() }
+            }
+        };
+        let webhook = raw.webhook.as_ref().map(|w| {
+            if let Some(sig) = &w.signature {
+                need_secret(self, "webhook.signature.secret", &sig.secret);
+            }
+            WebhookSpec {
+                signature: w.signature.as_ref().map(|s| SignatureSpec {
+                    header: s.header.clone(),
+                    algorithm: s.algorithm,
+                    encoding: s.encoding,
+                    secret: s.secret.clone(),
+                    prefix: s.prefix.clone(),
+                    signed: s.signed,
+                }),
+                delivery_id_headers: w.delivery_id_headers.clone(),
+                event_header: w.event_header.clone(),
+                max_body_bytes: w.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
+            }
+        });
+        let base_url = self.template(src, "base_url", &raw.base_url);
+        let default_headers = self.templates_of(src, "defaults.headers", &raw.defaults.headers);
+        let errors = ErrorRules {
+            message: self.opt_jsonpath(src, "errors.message", raw.errors.message.as_ref()).flatten(),
+            throttled: self.opt_jsonpath(src, "errors.throttled", raw.errors.throttled.as_ref()).flatten(),
+        };
+        let timeout = raw.defaults.timeout_ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+        let mut requests = BTreeMap::new();
+        for (name, r) in &raw.requests {
+            check_name(self, src, &format!("requests.{name}"), name);
+            if let Some(req) = self.request(src, &raw.connector, name, r, timeout) {
+                requests.insert(name.clone(), Arc::new(req));
+            }
+        }
+        for (name, r) in &raw.requests {
+            if let Some(check) = &r.check {
+                let field = format!("requests.{name}.check.request");
+                if check.request == *name {
+                    self.push(src.at(&field, "a request cannot be its own check"));
+                } else if !raw.requests.contains_key(&check.request) {
+                    let mut d = src.at(&field, format!("no request `{}` in this connector", check.request));
+                    if let Some(s) = did_you_mean(&check.request, raw.requests.keys().map(String::as_str)) {
+                        d = d.with_help(format!("did you mean `{s}`?"));
+                    }
+                    self.push(d);
+                }
+            }
+        }
+        let retry = self.retry_policy(src, &raw.retry);
+        let rate_limit = match &raw.rate_limit {
+            Some(r) => self.rate_limit(src, "rate_limit", r, None),
+            None => None,
+        };
+        if self.diags.len() > before {
+            return None;
+        }
+        Some(Connector {
+            name: raw.connector.clone(),
+            file: file.to_path_buf(),
+            base_url: base_url?,
+            values: raw.values.iter().map(|(k, v)| (k.clone(), v.default.clone())).collect(),
+            secrets: raw.secrets.iter().map(|(k, v)| (k.clone(), v.optional)).collect(),
+            auth,
+            webhook,
+            default_headers,
+            errors,
+            reported_excludes_open_orders: raw.stock.reported_excludes_open_orders,
+            retry,
+            rate_limit,
+            connect_timeout: raw.defaults.connect_timeout_ms.map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_millis),
+            requests,
+        })
+    }
+
+    fn retry_policy(&mut self, src: Source, raw: &raw::RetryRaw) -> RetryPolicy {
+        let d = RetryPolicy::default();
+        if raw.max_attempts == Some(0) {
+            self.push(src.at("retry.max_attempts", "at least 1 attempt is needed"));
+        }
+        RetryPolicy {
+            max_attempts: raw.max_attempts.unwrap_or(d.max_attempts).max(1),
+            initial_backoff: raw.initial_backoff_ms.map_or(d.initial_backoff, Duration::from_millis),
+            max_backoff: raw.max_backoff_ms.map_or(d.max_backoff, Duration::from_millis),
+            max_age: raw.max_age_s.map_or(d.max_age, Duration::from_secs),
+            retry_statuses: raw.retry_on.clone().unwrap_or(d.retry_statuses),
+        }
+    }
+
+    /// A rate limit from `raw`, over `base` (a connection's override over its connector's).
+    pub(super) fn rate_limit(&mut self, src: Source, field: &str, raw: &raw::RateLimitRaw, base: Option<&RateLimit>) -> Option<RateLimit> {
+        let per_second = raw.per_second.or(base.map(|b| b.per_second));
+        let Some(per_second) = per_second.filter(|p| *p > 0.0) else {
+            self.push(src.at(&format!("{field}.per_second"), "a rate limit needs `per_second` above 0"));
+            return None;
+        };
+        let burst = raw.burst.or(base.map(|b| b.burst)).unwrap_or(per_second.max(1.0));
+        let cost = raw.cost.or(base.map(|b| b.cost)).unwrap_or(1.0);
+        if burst < cost {
+            self.push(src.at(&format!("{field}.burst"), format!("a burst of {burst} cannot pay for one request costing {cost}")));
+            return None;
+        }
+        let actual_cost = match &raw.actual_cost {
+            Some(p) => Some(self.jsonpath(src, &format!("{field}.actual_cost"), p)?),
+            None => base.and_then(|b| b.actual_cost.clone()),
+        };
+        let available = match &raw.available {
+            Some(p) => Some(self.jsonpath(src, &format!("{field}.available"), p)?),
+            None => base.and_then(|b| b.available.clone()),
+        };
+        Some(RateLimit { per_second, burst, cost, actual_cost, available })
+    }
+
+    fn request(&mut self, src: Source, connector: &str, name: &str, r: &raw::RequestRaw, default_timeout: Duration) -> Option<RequestSpec> {
+        let field = format!("requests.{name}");
+        let before = self.diags.len();
+        let path = self.template(src, &format!("{field}.path"), &r.path);
+        if !r.path.starts_with('/') && !r.path.starts_with("{{") {
+            self.push(src.at(&format!("{field}.path"), format!("path `{}` must start with `/`", r.path)));
+        }
+        let query = self.templates_of(src, &format!("{field}.query"), &r.query);
+        let headers = self.templates_of(src, &format!("{field}.headers"), &r.headers);
+        let bodies = [r.json.is_some(), r.body.is_some(), r.form.is_some()].iter().filter(|b| **b).count();
+        if bodies > 1 {
+            self.push(src.at(&field, "a request has at most one of `json`, `body` and `form`"));
+        }
+        if r.content_type.is_some() && r.body.is_none() {
+            self.push(src.at(&format!("{field}.content_type"), "`content_type` only goes with a text `body`"));
+        }
+        let body = if let Some(j) = &r.json {
+            self.json_template(src, &format!("{field}.json"), j).map(Body::Json)
+        } else if let Some(b) = &r.body {
+            self.template(src, &format!("{field}.body"), b)
+                .map(|template| Body::Text { template, content_type: r.content_type.clone().unwrap_or_else(|| "application/json".into()) })
+        } else if let Some(f) = &r.form {
+            Some(Body::Form(self.templates_of(src, &format!("{field}.form"), f)))
+        } else {
+            Some(Body::None)
+        };
+        let mut extract = Vec::new();
+        for (k, e) in &r.extract {
+            if let Some(x) = self.extractor(src, &format!("{field}.extract.{k}"), e) {
+                extract.push((k.clone(), x));
+            }
+        }
+        let user_errors = self.opt_jsonpath(src, &format!("{field}.user_errors"), r.user_errors.as_ref());
+        let check = match &r.check {
+            Some(c) => self
+                .jsonpath(src, &format!("{field}.check.done_when"), &c.done_when)
+                .map(|done_when| Check { request: c.request.clone(), done_when }),
+            None => None,
+        };
+        if self.diags.len() > before {
+            return None;
+        }
+        Some(RequestSpec {
+            connector: connector.to_string(),
+            name: name.to_string(),
+            method: r.method,
+            path: path?,
+            query,
+            headers,
+            body: body?,
+            extract,
+            user_errors: user_errors?,
+            timeout: r.timeout_ms.map_or(default_timeout, Duration::from_millis),
+            check,
+        })
+    }
+}

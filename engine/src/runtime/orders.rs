@@ -1,0 +1,614 @@
+//! Order workflows: a new order is mapped, its stock looked up, decided by
+//! the rule, reserved and queued for write-back in one transaction; a later
+//! event of the same order (cancelled, shipped) releases what it holds.
+//!
+//! `commit_decision` is shared with waitlist re-evaluation: both record the
+//! decision, the reservation, the waitlist entries and the outbox job
+//! together, and both decide again when stock vanished in the meantime.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::process::{Attempt, fail_event};
+use super::{Runtime, writeback};
+use crate::adapters::rules::{AllocatedLine, RuleOutcome};
+use crate::config::ConfigSet;
+use crate::connector::client::SendOptions;
+use crate::inventory::ledger::{self, Effects};
+use crate::model::{Decision, Order, OrderRecord, OrderStatus, StatusChange, StockView, WritebackState};
+use crate::store::{AuditEntry, AuditKind, EventRecord, StoreError, WaitlistEntry, WritebackJob};
+use crate::telemetry::metrics::METRICS;
+use crate::workflow::mapping::Origin;
+use crate::workflow::stock::{self, ReportedStock};
+use crate::workflow::{OrderFlow, Workflow};
+
+/// How many times a decision is retaken when stock moved under it.
+const MAX_REDECIDE: usize = 5;
+
+/// Handle one event of an order workflow.
+pub(super) async fn handle(
+    rt: &Runtime,
+    cfg: &Arc<ConfigSet>,
+    wf: &Arc<Workflow>,
+    flow: &OrderFlow,
+    ev: EventRecord,
+    payload: Value,
+) -> Result<Attempt, StoreError> {
+    let now = rt.now();
+    let origin = Origin { platform: &wf.connection.connector.name, connection: &wf.connection.name, workflow: &wf.name, now: &now };
+    let order = match flow.mapping.map(&payload, &origin) {
+        Ok(o) => o,
+        Err(e) => return fail_event(rt, &ev, e.0).await.map(|_| Attempt::Finished),
+    };
+    let cancelled = flow.mapping.cancelled.as_ref().is_some_and(|c| c.holds(&payload));
+    let fulfilled = flow.mapping.fulfilled.as_ref().is_some_and(|c| c.holds(&payload));
+    let existing = rt.store.order(&order.id)?;
+    match existing {
+        Some(rec) if rec.status != OrderStatus::Received && rec.status != OrderStatus::Error => {
+            let change = if cancelled {
+                Some(OrderStatus::Cancelled)
+            } else if fulfilled {
+                Some(OrderStatus::Fulfilled)
+            } else {
+                None
+            };
+            return later_event(rt, cfg, rec, change, &ev).await.map(|_| Attempt::Finished);
+        }
+        _ if cancelled || fulfilled => {
+            // First heard of when it was already over: record it, decide nothing.
+            let status = if cancelled { OrderStatus::Cancelled } else { OrderStatus::Fulfilled };
+            return record_final(rt, cfg, order, payload, &ev, status).await.map(|_| Attempt::Finished);
+        }
+        _ => {}
+    }
+
+    let mut audit = vec![AuditEntry {
+        at: now.clone(),
+        kind: AuditKind::Mapped,
+        message: format!("event {} mapped to order {} with {} line(s)", ev.id, order.number, order.lines.len()),
+        call: None,
+    }];
+    let base = base_context(wf, flow, &order, &payload, &now);
+
+    // Lookups may be retried until the connector's max age, counted from intake.
+    let age = crate::clock::parse_instant(&ev.received_at).map(|t| (rt.clock.now() - t).unsigned_abs()).unwrap_or_default();
+    let budget = wf.connection.connector.retry.max_age.saturating_sub(age);
+    let reported = match lookup_stock(rt, cfg, wf, flow, &order, &base, &mut audit, budget).await {
+        Ok(r) => r,
+        Err(LookupFailure { message, retryable: true }) if !budget.is_zero() && !rt.is_stopping() => {
+            return Ok(Attempt::Later { reason: message });
+        }
+        Err(LookupFailure { message, .. }) => {
+            METRICS.inc("ordersync_order_errors_total", &[("workflow", &wf.name), ("stage", "lookup")]);
+            return commit_error(rt, cfg, order, payload, &ev, audit, message).await.map(|_| Attempt::Finished);
+        }
+    };
+    let refs: BTreeMap<String, BTreeMap<String, Value>> = reported.iter().map(|(k, r)| (k.clone(), r.refs.clone())).collect();
+    let payload_bytes = serde_json::to_vec(&payload).expect("JSON values serialize");
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let views = views(rt, cfg, wf, &reported, &refs, &now)?;
+        let decided = match decide(rt, cfg, wf, flow, &base, &order, views, &mut audit) {
+            Ok(d) => d,
+            Err(message) => {
+                METRICS.inc("ordersync_order_errors_total", &[("workflow", &wf.name), ("stage", "rule")]);
+                return commit_error(rt, cfg, order, payload, &ev, audit, message).await.map(|_| Attempt::Finished);
+            }
+        };
+        let dc = DecisionCommit {
+            order: order.clone(),
+            payload: Some(payload_bytes.clone()),
+            event: Some((ev.id, ev.received_at.clone())),
+            previous: None,
+            reported: reported.values().cloned().collect(),
+            decided: decided.clone(),
+            audit: audit.clone(),
+        };
+        match commit_decision(rt, cfg, wf, dc).await? {
+            Committed::Done { writeback } => {
+                METRICS.inc("ordersync_decisions_total", &[("workflow", &wf.name), ("decision", decided.outcome.decision.as_str())]);
+                if writeback {
+                    writeback::run(rt, cfg, &order.id, false).await;
+                }
+                return Ok(Attempt::Finished);
+            }
+            Committed::Skipped => return Ok(Attempt::Finished),
+            Committed::Shortfall(s) if attempt < MAX_REDECIDE => {
+                audit.push(AuditEntry {
+                    at: rt.now(),
+                    kind: AuditKind::Reserve,
+                    message: format!("{} wanted {} but only {} left at commit; deciding again", s.sku, s.wanted, s.available),
+                    call: None,
+                });
+            }
+            Committed::Shortfall(s) => {
+                let message = format!("stock for {} kept changing under the decision ({attempt} attempts)", s.sku);
+                return commit_error(rt, cfg, order, payload, &ev, audit, message).await.map(|_| Attempt::Finished);
+            }
+        }
+    }
+}
+
+/// What rules and templates see: the order (with `raw`), values, params, now.
+pub(super) fn base_context(wf: &Workflow, flow: &OrderFlow, order: &Order, payload: &Value, now: &str) -> Value {
+    json!({ "order": order_json(order, payload), "values": wf.connection.values.clone(), "params": flow.params.clone(), "now": now })
+}
+
+/// The order as rules and templates see it: canonical fields plus `raw`.
+pub fn order_json(order: &Order, payload: &Value) -> Value {
+    let mut v = serde_json::to_value(order).expect("orders serialize");
+    if let Value::Object(m) = &mut v {
+        m.insert("raw".into(), payload.clone());
+    }
+    v
+}
+
+/// Stock as the rule sees it: the fresh report where this channel is the
+/// SKU's stock master (or the SKU has none), the ledger otherwise.
+fn views(
+    rt: &Runtime,
+    cfg: &ConfigSet,
+    wf: &Workflow,
+    reported: &BTreeMap<String, ReportedStock>,
+    refs: &BTreeMap<String, BTreeMap<String, Value>>,
+    now: &str,
+) -> Result<BTreeMap<String, StockView>, StoreError> {
+    let conn = &wf.connection;
+    let mut out = BTreeMap::new();
+    for (sku, r) in reported {
+        let reserved = rt.store.reserved_total(sku)?;
+        let safety = cfg.inventory.safety_stock(sku);
+        let rows = rt.store.stock(sku)?;
+        let view = if cfg.inventory.accepts_report(sku, &conn.name) || rows.is_empty() {
+            let mut r = r.clone();
+            if conn.connector.reported_excludes_open_orders {
+                let held = rt.store.reserved_by_prefix(sku, &format!("{}:", conn.name))?;
+                match r.levels.first_mut() {
+                    Some(first) => first.1 += held,
+                    None if held > 0 => r.levels.push(("default".into(), held)),
+                    None => {}
+                }
+            }
+            ledger::view_of_report(&r, reserved, safety)
+        } else {
+            let incoming = rt.store.incoming(sku)?;
+            ledger::view_of_ledger(sku, &rows, reserved, safety, &incoming, refs.get(sku).cloned().unwrap_or_default(), now)
+        };
+        out.insert(sku.clone(), view);
+    }
+    Ok(out)
+}
+
+/// A decision and everything that goes with it.
+#[derive(Clone)]
+pub(super) struct Decided {
+    pub outcome: RuleOutcome,
+    pub allocations: Vec<AllocatedLine>,
+    pub views: BTreeMap<String, StockView>,
+}
+
+/// Run the rule; an `Err` is the message for the order's error state.
+pub(super) fn decide(
+    rt: &Runtime,
+    cfg: &ConfigSet,
+    wf: &Workflow,
+    flow: &OrderFlow,
+    base: &Value,
+    order: &Order,
+    views: BTreeMap<String, StockView>,
+    audit: &mut Vec<AuditEntry>,
+) -> Result<Decided, String> {
+    let mut input = base.clone();
+    if let Value::Object(m) = &mut input {
+        m.remove("values");
+        m.insert("stock".into(), serde_json::to_value(&views).expect("stock views serialize"));
+    }
+    let (outcome, took) = cfg.rules.decide(&flow.rule, &input).map_err(|e| e.to_string())?;
+    audit.push(AuditEntry {
+        at: rt.now(),
+        kind: AuditKind::Rule,
+        message: format!(
+            "rule {} decided {}{} in {:.2} ms",
+            flow.rule.file.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
+            outcome.decision.as_str(),
+            if outcome.reason.is_empty() { String::new() } else { format!(": {}", outcome.reason) },
+            took.as_secs_f64() * 1000.0
+        ),
+        call: None,
+    });
+    let _ = wf;
+    let allocations = allocations(order, &outcome)?;
+    Ok(Decided { outcome, allocations, views })
+}
+
+struct LookupFailure {
+    message: String,
+    /// The platform may answer later (unreachable, 5xx, throttled).
+    retryable: bool,
+}
+
+/// Run the stock request once per distinct SKU.
+#[allow(clippy::too_many_arguments)]
+async fn lookup_stock(
+    rt: &Runtime,
+    cfg: &ConfigSet,
+    wf: &Workflow,
+    flow: &OrderFlow,
+    order: &Order,
+    base: &Value,
+    audit: &mut Vec<AuditEntry>,
+    budget: Duration,
+) -> Result<BTreeMap<String, ReportedStock>, LookupFailure> {
+    let mut out = BTreeMap::new();
+    let now = rt.now();
+    for sku in order.qty_by_sku().keys() {
+        let mut ctx = base.clone();
+        ctx["sku"] = Value::String(sku.to_string());
+        let opts = SendOptions { budget: Some(budget), ..SendOptions::default() };
+        match rt.http.send_with(&cfg.templates, &wf.connection, &flow.stock.request, &ctx, opts).await {
+            Ok(ex) => {
+                METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "ok")]);
+                let reported = stock::from_extracts(sku, &ex.extracts, &now)
+                    .map_err(|e| LookupFailure { message: format!("stock lookup for {sku}: {e}"), retryable: false })?;
+                audit.push(AuditEntry {
+                    at: rt.now(),
+                    kind: AuditKind::Lookup,
+                    message: format!("{sku}: on hand {} ({} location(s))", reported.on_hand(), reported.levels.len()),
+                    call: Some(ex.summary),
+                });
+                out.insert(sku.to_string(), reported);
+            }
+            Err(e) => {
+                METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "failed")]);
+                audit.push(AuditEntry {
+                    at: rt.now(),
+                    kind: AuditKind::Lookup,
+                    message: format!("{sku}: lookup failed"),
+                    call: e.summary().cloned(),
+                });
+                return Err(LookupFailure { message: format!("stock lookup for {sku} failed: {e}"), retryable: e.is_retryable() });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What an approval reserves: the rule's `lines`, or every order line.
+fn allocations(order: &Order, outcome: &RuleOutcome) -> Result<Vec<AllocatedLine>, String> {
+    if outcome.decision != Decision::Approve {
+        return Ok(Vec::new());
+    }
+    let ordered = order.qty_by_sku();
+    match &outcome.lines {
+        None => Ok(ordered.iter().map(|(sku, qty)| AllocatedLine { sku: sku.to_string(), qty: *qty }).collect()),
+        Some(lines) => {
+            let mut out: BTreeMap<&str, i64> = BTreeMap::new();
+            for l in lines {
+                let Some(max) = ordered.get(l.sku.as_str()) else {
+                    return Err(format!("the rule allocated {} which is not on the order", l.sku));
+                };
+                let total = out.entry(l.sku.as_str()).or_insert(0);
+                *total += l.qty;
+                if *total > *max {
+                    return Err(format!("the rule allocated {} of {} but only {} were ordered", total, l.sku, max));
+                }
+            }
+            Ok(out.into_iter().filter(|(_, q)| *q > 0).map(|(sku, qty)| AllocatedLine { sku: sku.to_string(), qty }).collect())
+        }
+    }
+}
+
+/// Everything one decision writes.
+pub(super) struct DecisionCommit {
+    pub order: Order,
+    /// The payload, for a first decision.
+    pub payload: Option<Vec<u8>>,
+    /// The event being processed (id, received at), for a first decision.
+    pub event: Option<(u64, String)>,
+    /// The record being decided again (waitlist), as it was read.
+    pub previous: Option<OrderRecord>,
+    pub reported: Vec<ReportedStock>,
+    pub decided: Decided,
+    pub audit: Vec<AuditEntry>,
+}
+
+pub(super) enum Committed {
+    Done {
+        writeback: bool,
+    },
+    /// Someone else decided this order in the meantime.
+    Skipped,
+    Shortfall(ledger::Shortfall),
+}
+
+pub(super) async fn commit_decision(
+    rt: &Runtime,
+    cfg: &Arc<ConfigSet>,
+    wf: &Arc<Workflow>,
+    dc: DecisionCommit,
+) -> Result<Committed, StoreError> {
+    let now = rt.now();
+    let decision = dc.decided.outcome.decision;
+    let previous_decision = dc.previous.as_ref().and_then(|p| match p.status {
+        OrderStatus::Waitlisted => Some(Decision::Waitlist),
+        OrderStatus::Approved => Some(Decision::Approve),
+        OrderStatus::Rejected => Some(Decision::Reject),
+        _ => None,
+    });
+    let steps: Vec<_> = wf
+        .steps_for(decision)
+        .iter()
+        .filter(|s| s.if_previous.is_empty() || previous_decision.is_some_and(|p| s.if_previous.contains(&p)))
+        .map(|s| writeback::new_step(&wf.name, &dc.order.id, decision, &s.name))
+        .collect();
+    let job = (!steps.is_empty()).then(|| WritebackJob {
+        order_id: dc.order.id.clone(),
+        workflow: wf.name.clone(),
+        decision,
+        created_at: now.clone(),
+        steps,
+    });
+    let has_job = job.is_some();
+    let (event_id, arrival, mut history) = match (&dc.event, &dc.previous) {
+        (Some((id, at)), _) => (*id, *id, vec![StatusChange { at: at.clone(), status: OrderStatus::Received, reason: String::new() }]),
+        (None, Some(p)) => (p.event_id, p.arrival, p.history.clone()),
+        (None, None) => (0, 0, Vec::new()),
+    };
+    history.push(StatusChange { at: now.clone(), status: decision.status(), reason: dc.decided.outcome.reason.clone() });
+    let record = OrderRecord {
+        order: dc.order,
+        status: decision.status(),
+        reason: dc.decided.outcome.reason.clone(),
+        priority: dc.decided.outcome.priority,
+        error: None,
+        writeback: if has_job { WritebackState::Pending } else { WritebackState::None },
+        history,
+        stock_seen: dc.decided.views,
+        allocations: dc.decided.allocations.clone(),
+        config_version: cfg.version,
+        event_id,
+        arrival,
+    };
+    let settings = cfg.inventory.clone();
+    let source = wf.connection.name.clone();
+    let excludes = wf.connection.connector.reported_excludes_open_orders;
+    let pushes = super::push::Targets::of(cfg);
+    let (payload, previous, reported, mut audit) = (dc.payload, dc.previous, dc.reported, dc.audit);
+    let first_event = dc.event.map(|(id, _)| id);
+    let (result, effects) = rt
+        .store
+        .write(move |w| {
+            let mut effects = Effects::default();
+            let current = w.order(&record.order.id)?;
+            let stale = match (&previous, &current) {
+                // A first decision: only over nothing, a received or a failed order.
+                (None, Some(c)) => c.status != OrderStatus::Received && c.status != OrderStatus::Error,
+                // A decision again: only if nothing moved since it was read.
+                (Some(p), Some(c)) => c.status != p.status || c.writeback == WritebackState::Pending || c.history.len() != p.history.len(),
+                (Some(_), None) => true,
+                (None, None) => false,
+            };
+            if stale {
+                if let Some(id) = first_event {
+                    w.remove_event(id)?;
+                }
+                return Ok((Committed::Skipped, effects));
+            }
+            let cause = format!("reported by {source} for order {}", record.order.id);
+            for r in &reported {
+                ledger::record_report(w, &settings, r, &source, excludes, &now, &cause, &mut effects)?;
+            }
+            if decision == Decision::Approve {
+                if let Err(short) = ledger::reserve(w, &settings, &record.order.id, &record.allocations, &now, &mut effects)? {
+                    return Ok((Committed::Shortfall(short), effects));
+                }
+                let summary: Vec<String> = record.allocations.iter().map(|a| format!("{} ×{}", a.sku, a.qty)).collect();
+                audit.push(AuditEntry {
+                    at: now.clone(),
+                    kind: AuditKind::Reserve,
+                    message: format!("reserved {}", summary.join(", ")),
+                    call: None,
+                });
+            }
+            if let Some(p) = &previous {
+                if p.status == OrderStatus::Waitlisted {
+                    for e in waitlist_entries(p) {
+                        w.remove_from_waitlist(&e)?;
+                    }
+                }
+            }
+            if decision == Decision::Waitlist {
+                for e in waitlist_entries(&record) {
+                    w.add_to_waitlist(&e)?;
+                }
+            }
+            w.put_order(&record)?;
+            if let Some(p) = &payload {
+                w.put_payload(&record.order.id, p)?;
+            }
+            for a in &audit {
+                w.audit(&record.order.id, a)?;
+            }
+            if let Some(job) = &job {
+                w.put_writeback(job)?;
+            }
+            if let Some(id) = first_event {
+                w.remove_event(id)?;
+            }
+            pushes.queue(w, &effects)?;
+            Ok((Committed::Done { writeback: has_job }, effects))
+        })
+        .await?;
+    if matches!(result, Committed::Done { .. }) {
+        rt.after_commit(&effects);
+    }
+    Ok(result)
+}
+
+/// One waitlist entry per SKU of the order.
+pub(super) fn waitlist_entries(rec: &OrderRecord) -> Vec<WaitlistEntry> {
+    rec.order
+        .qty_by_sku()
+        .keys()
+        .map(|sku| WaitlistEntry { sku: sku.to_string(), priority: rec.priority, arrival: rec.arrival, order_id: rec.order.id.clone() })
+        .collect()
+}
+
+/// A later event of a decided order: cancelled or shipped releases what it
+/// holds; anything else (a repeat, an update) is noted and ignored.
+async fn later_event(
+    rt: &Runtime,
+    cfg: &ConfigSet,
+    rec: OrderRecord,
+    change: Option<OrderStatus>,
+    ev: &EventRecord,
+) -> Result<(), StoreError> {
+    let now = rt.now();
+    let event_id = ev.id;
+    let settings = cfg.inventory.clone();
+    let pushes = super::push::Targets::of(cfg);
+    let id = rec.order.id.clone();
+    let effects = rt
+        .store
+        .write(move |w| {
+            let mut effects = Effects::default();
+            let Some(mut current) = w.order(&id)? else {
+                w.remove_event(event_id)?;
+                return Ok(effects);
+            };
+            let message = match change {
+                Some(to) if matches!(current.status, OrderStatus::Cancelled | OrderStatus::Fulfilled) => {
+                    format!("event {event_id} reports the order {}; it is already {}", to.as_str(), current.status.as_str())
+                }
+                Some(to) => {
+                    if current.status == OrderStatus::Waitlisted {
+                        for e in waitlist_entries(&current) {
+                            w.remove_from_waitlist(&e)?;
+                        }
+                    }
+                    if current.status == OrderStatus::Approved {
+                        if to == OrderStatus::Fulfilled {
+                            ledger::fulfil(w, &settings, &id, &current.allocations, &now, &mut effects)?;
+                        } else {
+                            ledger::release(
+                                w,
+                                &settings,
+                                &id,
+                                &current.allocations,
+                                &now,
+                                &format!("order {id} cancelled on the platform"),
+                                &mut effects,
+                            )?;
+                        }
+                    }
+                    let was = current.status;
+                    current.status = to;
+                    current.history.push(StatusChange {
+                        at: now.clone(),
+                        status: to,
+                        reason: format!("reported by the platform (event {event_id})"),
+                    });
+                    w.put_order(&current)?;
+                    format!("event {event_id}: the platform reports the order {} (it was {})", to.as_str(), was.as_str())
+                }
+                None => format!("event {event_id} repeats order {} (already {}); ignored", current.order.number, current.status.as_str()),
+            };
+            w.audit(&id, &AuditEntry { at: now.clone(), kind: AuditKind::Intake, message, call: None })?;
+            w.remove_event(event_id)?;
+            pushes.queue(w, &effects)?;
+            Ok(effects)
+        })
+        .await?;
+    rt.after_commit(&effects);
+    Ok(())
+}
+
+/// An order first heard of when it was already cancelled or shipped.
+async fn record_final(
+    rt: &Runtime,
+    cfg: &ConfigSet,
+    order: Order,
+    payload: Value,
+    ev: &EventRecord,
+    status: OrderStatus,
+) -> Result<(), StoreError> {
+    let now = rt.now();
+    let record = OrderRecord {
+        status,
+        reason: "reported by the platform".into(),
+        priority: 0,
+        error: None,
+        writeback: WritebackState::None,
+        history: vec![StatusChange { at: now.clone(), status, reason: format!("first reported {} (event {})", status.as_str(), ev.id) }],
+        stock_seen: BTreeMap::new(),
+        allocations: Vec::new(),
+        config_version: cfg.version,
+        event_id: ev.id,
+        arrival: ev.id,
+        order,
+    };
+    let bytes = serde_json::to_vec(&payload).expect("JSON values serialize");
+    let event_id = ev.id;
+    rt.store
+        .write(move |w| {
+            if w.order(&record.order.id)?.is_none() {
+                w.put_order(&record)?;
+                w.put_payload(&record.order.id, &bytes)?;
+            }
+            w.remove_event(event_id)
+        })
+        .await
+}
+
+/// Put the order in `error` with a message (the daemon carries on).
+async fn commit_error(
+    rt: &Runtime,
+    cfg: &ConfigSet,
+    order: Order,
+    payload: Value,
+    ev: &EventRecord,
+    mut audit: Vec<AuditEntry>,
+    message: String,
+) -> Result<(), StoreError> {
+    tracing::warn!(workflow = %order.workflow, order = %order.id, "order put in error: {message}");
+    let now = rt.now();
+    audit.push(AuditEntry { at: now.clone(), kind: AuditKind::Error, message: message.clone(), call: None });
+    let record = OrderRecord {
+        status: OrderStatus::Error,
+        reason: String::new(),
+        priority: 0,
+        error: Some(message.clone()),
+        writeback: WritebackState::None,
+        history: vec![
+            StatusChange { at: ev.received_at.clone(), status: OrderStatus::Received, reason: String::new() },
+            StatusChange { at: now, status: OrderStatus::Error, reason: message },
+        ],
+        stock_seen: BTreeMap::new(),
+        allocations: Vec::new(),
+        config_version: cfg.version,
+        event_id: ev.id,
+        arrival: ev.id,
+        order,
+    };
+    let payload_bytes = serde_json::to_vec(&payload).expect("JSON values serialize");
+    let event_id = ev.id;
+    rt.store
+        .write(move |w| {
+            if let Some(existing) = w.order(&record.order.id)? {
+                if existing.status != OrderStatus::Received && existing.status != OrderStatus::Error {
+                    return w.remove_event(event_id);
+                }
+            }
+            w.put_order(&record)?;
+            w.put_payload(&record.order.id, &payload_bytes)?;
+            for a in &audit {
+                w.audit(&record.order.id, a)?;
+            }
+            w.remove_event(event_id)
+        })
+        .await
+}

@@ -1,0 +1,117 @@
+//! Waitlist re-evaluation: when a SKU's available quantity rises, its
+//! waitlisted orders are decided again, in priority then arrival order,
+//! from the ledger's figures. Approvals reserve and write back as usual
+//! (including the steps meant for orders coming off the waitlist); the walk
+//! stops as soon as nothing of the SKU is left to give.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::orders::{Committed, DecisionCommit, base_context, commit_decision, decide};
+use super::{Runtime, writeback};
+use crate::inventory::ledger;
+use crate::model::{OrderStatus, WritebackState};
+use crate::store::{AuditEntry, AuditKind, StoreError};
+use crate::telemetry::metrics::METRICS;
+
+/// Re-evaluate the SKUs sent on `rx` until the daemon stops.
+pub async fn run(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Vec<String>>) {
+    loop {
+        let first = tokio::select! {
+            got = rx.recv() => got,
+            _ = rt.stopped() => None,
+        };
+        let Some(first) = first else { return };
+        let mut skus: BTreeSet<String> = first.into_iter().collect();
+        while let Ok(more) = rx.try_recv() {
+            skus.extend(more);
+        }
+        for sku in skus {
+            if rt.is_stopping() {
+                return;
+            }
+            if let Err(e) = reevaluate(&rt, &sku).await {
+                tracing::error!(sku = %sku, "waitlist re-evaluation failed: {e}");
+            }
+        }
+    }
+}
+
+/// Decide the waitlisted orders of `sku` again; the number approved.
+pub async fn reevaluate(rt: &Runtime, sku: &str) -> Result<usize, StoreError> {
+    let mut approved = 0;
+    for entry in rt.store.waitlist(Some(sku))? {
+        let cfg = rt.registry.current();
+        let free = rt.store.stock(sku)?.iter().map(|(_, r)| r.on_hand).sum::<i64>()
+            - rt.store.reserved_total(sku)?
+            - cfg.inventory.safety_stock(sku);
+        if free <= 0 {
+            break;
+        }
+        let Some(rec) = rt.store.order(&entry.order_id)? else { continue };
+        if rec.status != OrderStatus::Waitlisted || rec.writeback == WritebackState::Pending {
+            continue;
+        }
+        let Some(wf) = cfg.workflows.get(&rec.order.workflow).cloned() else { continue };
+        let Some(flow) = wf.orders() else { continue };
+        let now = rt.now();
+        let payload: Value = rt.store.payload(&rec.order.id)?.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
+        let base = base_context(&wf, flow, &rec.order, &payload, &now);
+        let mut views = std::collections::BTreeMap::new();
+        for s in rec.order.qty_by_sku().keys() {
+            let rows = rt.store.stock(s)?;
+            let refs = rec.stock_seen.get(*s).map(|v| v.refs.clone()).unwrap_or_default();
+            let view = ledger::view_of_ledger(
+                s,
+                &rows,
+                rt.store.reserved_total(s)?,
+                cfg.inventory.safety_stock(s),
+                &rt.store.incoming(s)?,
+                refs,
+                &now,
+            );
+            views.insert(s.to_string(), view);
+        }
+        let mut audit = vec![AuditEntry {
+            at: now.clone(),
+            kind: AuditKind::Rule,
+            message: format!("stock of {sku} rose; deciding again"),
+            call: None,
+        }];
+        let decided = match decide(rt, &cfg, &wf, flow, &base, &rec.order, views, &mut audit) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(order = %rec.order.id, "waitlisted order could not be decided again: {e}");
+                continue;
+            }
+        };
+        if decided.outcome.decision == crate::model::Decision::Waitlist && decided.outcome.priority == rec.priority {
+            continue;
+        }
+        let id = rec.order.id.clone();
+        let decision = decided.outcome.decision;
+        let dc = DecisionCommit {
+            order: rec.order.clone(),
+            payload: None,
+            event: None,
+            previous: Some(rec),
+            reported: Vec::new(),
+            decided,
+            audit,
+        };
+        match commit_decision(rt, &cfg, &wf, dc).await? {
+            Committed::Done { writeback } => {
+                METRICS.inc("ordersync_decisions_total", &[("workflow", &wf.name), ("decision", decision.as_str())]);
+                approved += usize::from(decision == crate::model::Decision::Approve);
+                if writeback {
+                    writeback::run(rt, &cfg, &id, false).await;
+                }
+            }
+            Committed::Skipped | Committed::Shortfall(_) => {}
+        }
+    }
+    Ok(approved)
+}
