@@ -92,7 +92,7 @@ pub(super) async fn handle(
     loop {
         attempt += 1;
         let views = views(rt, cfg, wf, &reported, &refs, &now)?;
-        let decided = match decide(rt, cfg, wf, flow, &base, &order, views, &mut audit) {
+        let decided = match decide(rt, cfg, flow, &base, &order, views, &mut audit) {
             Ok(d) => d,
             Err(message) => {
                 METRICS.inc("ordersync_order_errors_total", &[("workflow", &wf.name), ("stage", "rule")]);
@@ -195,7 +195,6 @@ pub(super) struct Decided {
 pub(super) fn decide(
     rt: &Runtime,
     cfg: &ConfigSet,
-    wf: &Workflow,
     flow: &OrderFlow,
     base: &Value,
     order: &Order,
@@ -220,7 +219,6 @@ pub(super) fn decide(
         ),
         call: None,
     });
-    let _ = wf;
     let allocations = allocations(order, &outcome)?;
     Ok(Decided { outcome, allocations, views })
 }

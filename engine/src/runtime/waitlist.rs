@@ -81,7 +81,7 @@ pub async fn reevaluate(rt: &Runtime, sku: &str) -> Result<usize, StoreError> {
             message: format!("stock of {sku} rose; deciding again"),
             call: None,
         }];
-        let decided = match decide(rt, &cfg, &wf, flow, &base, &rec.order, views, &mut audit) {
+        let decided = match decide(rt, &cfg, flow, &base, &rec.order, views, &mut audit) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(order = %rec.order.id, "waitlisted order could not be decided again: {e}");

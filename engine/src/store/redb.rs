@@ -653,8 +653,7 @@ impl WriteTx<'_> {
 
     pub fn push_state(&mut self, workflow: &str, sku: &str) -> Result<Option<PushState>, StoreError> {
         let table = self.txn.open_table(PUSHES).map_err(|e| self.fail(e))?;
-        let found = table.get((workflow, sku)).map_err(storage)?.map(|v| decode("push", v.value())).transpose();
-        found
+        table.get((workflow, sku)).map_err(storage)?.map(|v| decode("push", v.value())).transpose()
     }
 
     pub fn put_push_state(&mut self, p: &PushState) -> Result<(), StoreError> {

@@ -40,7 +40,7 @@ pub enum Trigger {
     Webhook {
         events: Vec<String>,
     },
-    Poll(PollSpec),
+    Poll(Box<PollSpec>),
     /// The ledger's available quantity of a matching SKU changed by at least `min_change`.
     StockChange {
         skus: Vec<SkuPattern>,
@@ -61,7 +61,7 @@ pub struct PollSpec {
 }
 
 pub enum Kind {
-    Orders(OrderFlow),
+    Orders(Box<OrderFlow>),
     Stock(StockFlow),
     Push(PushFlow),
 }

@@ -54,7 +54,7 @@ struct PollDraft {
 enum KindDraft {
     /// Parts are missing when they had errors; references are still checked.
     Orders {
-        mapping: Option<OrderMapping>,
+        mapping: Option<Box<OrderMapping>>,
         stock_request: Option<String>,
         rule: Option<Rule>,
         params: Value,
@@ -258,7 +258,13 @@ impl Compiler {
         {
             steps.insert(decision, self.steps(src, &format!("on.{}", decision.as_str()), list).unwrap_or_default());
         }
-        Some(KindDraft::Orders { mapping, stock_request, rule, params: Value::Object(raw.params.clone().into_iter().collect()), steps })
+        Some(KindDraft::Orders {
+            mapping: mapping.map(Box::new),
+            stock_request,
+            rule,
+            params: Value::Object(raw.params.clone().into_iter().collect()),
+            steps,
+        })
     }
 
     fn stock_kind(&mut self, src: Source, u: &raw::StockUpdateRaw) -> Option<KindDraft> {
@@ -366,7 +372,7 @@ impl Compiler {
             Some(TriggerDraft::StockChange { skus, min_change }) => Some(Trigger::StockChange { skus, min_change }),
             Some(TriggerDraft::Poll { request, spec }) => self.find(src, &connector, "trigger.poll.request", &request).map(|request| {
                 let s = *spec;
-                Trigger::Poll(PollSpec {
+                Trigger::Poll(Box::new(PollSpec {
                     request,
                     every: s.every,
                     records: s.records,
@@ -376,7 +382,7 @@ impl Compiler {
                     initial_cursor: s.initial_cursor,
                     next_page: s.next_page,
                     max_pages: s.max_pages,
-                })
+                }))
             }),
             None => None,
         };
@@ -391,9 +397,13 @@ impl Compiler {
                     linked.insert(decision, self.link_steps(src, &connector, drafts));
                 }
                 match (request, mapping, rule) {
-                    (Some(request), Some(mapping), Some(rule)) => {
-                        Some(Kind::Orders(OrderFlow { mapping, stock: StockLookup { request }, rule, params, steps: linked }))
-                    }
+                    (Some(request), Some(mapping), Some(rule)) => Some(Kind::Orders(Box::new(OrderFlow {
+                        mapping: *mapping,
+                        stock: StockLookup { request },
+                        rule,
+                        params,
+                        steps: linked,
+                    }))),
                     _ => None,
                 }
             }
