@@ -71,7 +71,7 @@ fn the_shipped_config_is_valid() {
 #[test]
 fn bad_yaml_names_file_line_and_column() {
     let b = Broken::new("syntax");
-    let line = b.edit("workflows/shopify-orders.yaml", "  webhook:\n    events: [orders/create]", "  webhook:\n    events: [orders/create");
+    let line = b.edit("workflows/shopify-orders.yaml", "events: [orders/create, orders/cancelled, orders/fulfilled]", "events: [orders/create, orders/cancelled");
     let d = b.errors().into_iter().find(|d| d.file.ends_with("shopify-orders.yaml")).unwrap();
     assert!(d.message.contains("YAML"), "{d}");
     assert!(d.line >= line, "{d}");
@@ -96,7 +96,7 @@ fn dangling_references_are_reported_where_they_are_written() {
     let line = b.edit("workflows/shopify-orders.yaml", "request: cancel_order", "request: cancel_ordr");
     let d = b.expect("shopify-orders.yaml", line, "has no request `cancel_ordr`");
     assert_eq!(d.help.as_deref(), Some("did you mean `cancel_order`?"));
-    assert_eq!(d.field, "on.reject.1.request");
+    assert_eq!(d.field, "on.reject.2.request");
 
     let b = Broken::new("dangling-conn");
     let line = b.edit("workflows/shopify-orders.yaml", "connection: shopify-main", "connection: shopify-mian");

@@ -8,6 +8,7 @@ mod reload;
 mod run;
 mod sandbox;
 mod status;
+mod stock;
 mod validate;
 
 use std::path::PathBuf;
@@ -63,6 +64,10 @@ enum Command {
     Bench(bench::Args),
     /// Inspect, replay or drop write-backs that ran out of retries.
     Dlq(dlq::Args),
+    /// Stock per SKU as the ledger sees it (or one SKU with its history).
+    Stock(stock::StockArgs),
+    /// Orders waiting for stock, in the order they will be served.
+    Waitlist(stock::WaitlistArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -82,6 +87,8 @@ pub fn main() -> ExitCode {
         Command::Status(a) => runtime().block_on(status::run(a)),
         Command::Bench(a) => runtime().block_on(bench::run(a)),
         Command::Dlq(a) => runtime().block_on(dlq::run(a)),
+        Command::Stock(a) => runtime().block_on(stock::stock(a)),
+        Command::Waitlist(a) => runtime().block_on(stock::waitlist(a)),
     };
     match result {
         Ok(code) => code,

@@ -98,8 +98,29 @@ impl Sandbox {
         format!("http://{}/{platform}", self.addr)
     }
 
+    /// Where a platform delivers its order webhooks (and any topic without a target of its own).
     pub fn set_webhook_target(&self, platform: &str, url: &str) {
         self.shared.targets.write().unwrap_or_else(|p| p.into_inner()).insert(platform.to_string(), url.to_string());
+    }
+
+    /// Where one topic goes (e.g. `inventory_levels/update` to a stock workflow).
+    pub fn set_topic_target(&self, platform: &str, topic: &str, url: &str) {
+        self.shared.targets.write().unwrap_or_else(|p| p.into_inner()).insert(format!("{platform} {topic}"), url.to_string());
+    }
+
+    /// The customer cancels on the platform: stock goes back, `orders/cancelled` is sent.
+    pub async fn cancel_order(&self, order_id: u64) -> Result<u16, String> {
+        self.shared.cancel(order_id).await
+    }
+
+    /// The order ships: its units leave the warehouse, `orders/fulfilled` and stock updates are sent.
+    pub async fn ship_order(&self, order_id: u64) -> Result<u16, String> {
+        self.shared.ship(order_id).await
+    }
+
+    /// Stock arrives (or is counted): set it and send the platform's stock webhook.
+    pub async fn restock(&self, sku: &str, on_hand: i64, incoming: i64, eta: Option<&str>) -> Result<(), String> {
+        self.shared.restock(sku, on_hand, incoming, eta).await
     }
 
     /// Place an order on a platform and deliver its webhook. Returns the order
@@ -140,10 +161,77 @@ impl Shared {
         Ok((order, status))
     }
 
+    fn target(&self, platform: &str, topic: &str) -> Option<String> {
+        let t = self.targets.read().unwrap_or_else(|p| p.into_inner());
+        t.get(&format!("{platform} {topic}")).or_else(|| t.get(platform)).cloned()
+    }
+
+    async fn cancel(&self, order_id: u64) -> Result<u16, String> {
+        let now = crate::clock::format_rfc3339(time::OffsetDateTime::now_utc());
+        let was_open = self.erp.update_order(order_id, |o| {
+            let open = o.state != erp::OrderState::Cancelled;
+            o.state = erp::OrderState::Cancelled;
+            o.cancel_reason = Some("CUSTOMER".into());
+            o.extra.insert("cancelled_at".into(), json!(now));
+            open
+        });
+        match was_open {
+            None => return Err(format!("no order {order_id}")),
+            Some(true) => self.erp.release_commitment(order_id),
+            Some(false) => {}
+        }
+        self.order_event(order_id, "orders/cancelled").await
+    }
+
+    async fn ship(&self, order_id: u64) -> Result<u16, String> {
+        let order = self.erp.order(order_id).ok_or_else(|| format!("no order {order_id}"))?;
+        if order.extra.get("fulfilled").is_none() {
+            for l in &order.lines {
+                self.erp.adjust_on_hand(&l.sku, order.location, -l.qty);
+            }
+            self.erp.release_commitment(order_id);
+            self.erp.update_order(order_id, |o| o.extra.insert("fulfilled".into(), json!(true)));
+        }
+        let status = self.order_event(order_id, "orders/fulfilled").await?;
+        for l in &order.lines {
+            self.stock_event(&order.platform, &l.sku).await?;
+        }
+        Ok(status)
+    }
+
+    async fn restock(&self, sku: &str, on_hand: i64, incoming: i64, eta: Option<&str>) -> Result<(), String> {
+        let loc = self.erp.locations().first().map(|l| l.id).ok_or("no locations")?;
+        self.erp.set_stock(sku, loc, on_hand, incoming, eta);
+        self.stock_event("shopify", sku).await
+    }
+
+    async fn order_event(&self, order_id: u64, topic: &str) -> Result<u16, String> {
+        let order = self.erp.order(order_id).ok_or_else(|| format!("no order {order_id}"))?;
+        let target = self.target(&order.platform, topic).ok_or_else(|| format!("no webhook target for {}", order.platform))?;
+        match order.platform.as_str() {
+            "shopify" => self.shopify.deliver_order_event(&target, topic, &order).await,
+            other => Err(format!("the sandbox has no platform `{other}`")),
+        }
+    }
+
+    /// Send a platform's stock webhook, when a target is set for it.
+    async fn stock_event(&self, platform: &str, sku: &str) -> Result<(), String> {
+        match platform {
+            "shopify" => {
+                let topic = "inventory_levels/update";
+                let explicit = self.targets.read().unwrap_or_else(|p| p.into_inner()).get(&format!("{platform} {topic}")).cloned();
+                if let Some(url) = explicit {
+                    self.shopify.deliver_stock(&url, sku).await?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn deliver(&self, order_id: u64) -> Result<u16, String> {
         let order = self.erp.order(order_id).ok_or_else(|| format!("no order {order_id}"))?;
-        let target = self.targets.read().unwrap_or_else(|p| p.into_inner()).get(&order.platform).cloned();
-        let target = target.ok_or_else(|| format!("no webhook target set for {}", order.platform))?;
+        let target = self.target(&order.platform, "orders/create").ok_or_else(|| format!("no webhook target set for {}", order.platform))?;
         let webhook_id = order.extra.get("webhook_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
         match order.platform.as_str() {
             "shopify" => self.shopify.deliver(&target, &order, &webhook_id).await,
@@ -152,7 +240,7 @@ impl Shared {
     }
 }
 
-fn uuid_like() -> String {
+pub(crate) fn uuid_like() -> String {
     let h = random_hex(16);
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
@@ -165,6 +253,8 @@ fn control(shared: Arc<Shared>) -> Router {
         .route("/orders/{id}", get(order))
         .route("/stats", get(stats))
         .route("/orders/{id}/redeliver", post(redeliver))
+        .route("/orders/{id}/cancel", post(cancel))
+        .route("/orders/{id}/ship", post(ship))
         .route("/effects", get(effects))
         .route("/stock", put(set_stock))
         .route("/webhook-targets/{platform}", put(set_target))
@@ -286,6 +376,20 @@ struct EffectsQuery {
     limit: Option<usize>,
 }
 
+async fn cancel(State(s): State<Arc<Shared>>, Path(id): Path<u64>) -> Response {
+    match s.cancel(id).await {
+        Ok(status) => axum::Json(json!({"delivery_status": status})).into_response(),
+        Err(e) => bad(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn ship(State(s): State<Arc<Shared>>, Path(id): Path<u64>) -> Response {
+    match s.ship(id).await {
+        Ok(status) => axum::Json(json!({"delivery_status": status})).into_response(),
+        Err(e) => bad(StatusCode::BAD_REQUEST, e),
+    }
+}
+
 async fn effects(State(s): State<Arc<Shared>>, axum::extract::Query(q): axum::extract::Query<EffectsQuery>) -> Response {
     match q.after {
         Some(after) => axum::Json(json!({"effects": s.erp.effects_after(after, q.limit.unwrap_or(10_000))})).into_response(),
@@ -308,6 +412,9 @@ async fn set_stock(State(s): State<Arc<Shared>>, axum::Json(req): axum::Json<Set
         return bad(StatusCode::BAD_REQUEST, "the sandbox has no locations");
     };
     s.erp.set_stock(&req.sku, loc, req.on_hand, req.incoming, req.eta.as_deref());
+    if let Err(e) = s.stock_event("shopify", &req.sku).await {
+        return bad(StatusCode::BAD_GATEWAY, format!("stock set, but its webhook failed: {e}"));
+    }
     axum::Json(json!({"sku": req.sku, "levels": s.erp.levels(&req.sku)})).into_response()
 }
 
@@ -329,9 +436,16 @@ async fn clear_faults(State(s): State<Arc<Shared>>) -> Response {
 #[derive(Deserialize)]
 struct Target {
     url: String,
+    /// Only this topic (default: every topic without a target of its own).
+    topic: Option<String>,
 }
 
+/// `PUT /_sandbox/webhook-targets/shopify {"url": …, "topic": "inventory_levels/update"}`
 async fn set_target(State(s): State<Arc<Shared>>, Path(platform): Path<String>, axum::Json(t): axum::Json<Target>) -> Response {
-    s.targets.write().unwrap_or_else(|p| p.into_inner()).insert(platform.clone(), t.url.clone());
+    let key = match &t.topic {
+        Some(topic) => format!("{platform} {topic}"),
+        None => platform.clone(),
+    };
+    s.targets.write().unwrap_or_else(|p| p.into_inner()).insert(key, t.url.clone());
     axum::Json(json!({"platform": platform, "url": t.url})).into_response()
 }

@@ -124,7 +124,10 @@ impl ShopifySim {
         json!({
             "id": o.id, "admin_graphql_api_id": gid("Order", o.id), "name": format!("#{}", o.number), "order_number": o.number,
             "email": c.email, "created_at": o.created_at, "updated_at": o.created_at, "processed_at": o.created_at,
-            "financial_status": "paid", "fulfillment_status": null, "cancelled_at": null, "cancel_reason": null,
+            "financial_status": "paid",
+            "fulfillment_status": if o.extra.get("fulfilled").is_some() { json!("fulfilled") } else { Value::Null },
+            "cancelled_at": o.extra.get("cancelled_at").cloned().unwrap_or(Value::Null),
+            "cancel_reason": o.cancel_reason.as_ref().map(|r| r.to_ascii_lowercase()),
             "tags": "", "note": null, "currency": "USD", "test": false,
             "customer": {"id": c.id, "admin_graphql_api_id": gid("Customer", c.id), "email": c.email, "first_name": c.first_name,
                          "last_name": c.last_name, "tags": c.tags.join(", "), "state": "enabled"},
@@ -133,9 +136,13 @@ impl ShopifySim {
         })
     }
 
-    /// The body and headers of an `orders/create` delivery, signed.
+    /// The body and headers of an order delivery (`orders/create`, `orders/cancelled`, …), signed.
     pub fn delivery(&self, order: &SimOrder, webhook_id: &str) -> (Vec<u8>, Vec<(&'static str, String)>) {
-        let body = serde_json::to_vec(&self.order_payload(order)).expect("JSON serializes");
+        self.signed("orders/create", serde_json::to_vec(&self.order_payload(order)).expect("JSON serializes"), webhook_id, &format!("evt-{}", order.id), &order.created_at)
+    }
+
+    /// Sign a body for a topic, with Shopify's delivery headers.
+    pub fn signed(&self, topic: &str, body: Vec<u8>, webhook_id: &str, event_id: &str, triggered_at: &str) -> (Vec<u8>, Vec<(&'static str, String)>) {
         let signature = base64::engine::general_purpose::STANDARD.encode(hmac_bytes(
             SignatureAlgorithm::HmacSha256,
             self.creds.webhook_secret.as_bytes(),
@@ -143,41 +150,52 @@ impl ShopifySim {
         ));
         let headers = vec![
             ("Content-Type", "application/json".to_string()),
-            ("X-Shopify-Topic", "orders/create".to_string()),
+            ("X-Shopify-Topic", topic.to_string()),
             ("X-Shopify-Hmac-Sha256", signature),
             ("X-Shopify-Shop-Domain", format!("{}.myshopify.com", self.creds.shop)),
             ("X-Shopify-API-Version", API_VERSION.to_string()),
             ("X-Shopify-Webhook-Id", webhook_id.to_string()),
-            ("X-Shopify-Event-Id", format!("evt-{}", order.id)),
-            ("X-Shopify-Triggered-At", order.created_at.clone()),
+            ("X-Shopify-Event-Id", event_id.to_string()),
+            ("X-Shopify-Triggered-At", triggered_at.to_string()),
         ];
         (body, headers)
     }
 
     /// Sign and POST an `orders/create` webhook to `url`; the HTTP status comes back.
-    /// `webhook_id` stays the same when a delivery is retried.
     pub async fn deliver(&self, url: &str, order: &SimOrder, webhook_id: &str) -> Result<u16, String> {
+        let (body, headers) = self.delivery(order, webhook_id);
+        self.post(url, body, headers).await
+    }
+
+    /// An order event after creation (`orders/cancelled`, `orders/fulfilled`): a new delivery.
+    pub async fn deliver_order_event(&self, url: &str, topic: &str, order: &SimOrder) -> Result<u16, String> {
         let body = serde_json::to_vec(&self.order_payload(order)).expect("JSON serializes");
-        let signature = base64::engine::general_purpose::STANDARD.encode(hmac_bytes(
-            SignatureAlgorithm::HmacSha256,
-            self.creds.webhook_secret.as_bytes(),
-            &body,
-        ));
-        let resp = self
-            .client
-            .post(url)
-            .header("Content-Type", "application/json")
-            .header("X-Shopify-Topic", "orders/create")
-            .header("X-Shopify-Hmac-Sha256", signature)
-            .header("X-Shopify-Shop-Domain", format!("{}.myshopify.com", self.creds.shop))
-            .header("X-Shopify-API-Version", API_VERSION)
-            .header("X-Shopify-Webhook-Id", webhook_id)
-            .header("X-Shopify-Event-Id", format!("evt-{}", order.id))
-            .header("X-Shopify-Triggered-At", order.created_at.as_str())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let now = crate::clock::format_rfc3339(time::OffsetDateTime::now_utc());
+        let (body, headers) = self.signed(topic, body, &crate::sandbox::uuid_like(), &format!("evt-{topic}-{}", order.id), &now);
+        self.post(url, body, headers).await
+    }
+
+    /// `inventory_levels/update` for every level of `sku`.
+    pub async fn deliver_stock(&self, url: &str, sku: &str) -> Result<Vec<u16>, String> {
+        let Some(p) = self.erp.product_by_sku(sku) else { return Err(format!("no product {sku}")) };
+        let item = p.id + 40_000_000_000;
+        let now = crate::clock::format_rfc3339(time::OffsetDateTime::now_utc());
+        let mut out = Vec::new();
+        for (loc, level) in self.erp.levels(sku) {
+            let body = json!({"inventory_item_id": item, "location_id": loc.id, "available": level.available(), "updated_at": now,
+                "admin_graphql_api_id": format!("gid://shopify/InventoryLevel/{}?inventory_item_id={item}", loc.id)});
+            let (body, headers) = self.signed("inventory_levels/update", serde_json::to_vec(&body).expect("JSON serializes"), &crate::sandbox::uuid_like(), &format!("evt-inv-{item}-{}", loc.id), &now);
+            out.push(self.post(url, body, headers).await?);
+        }
+        Ok(out)
+    }
+
+    async fn post(&self, url: &str, body: Vec<u8>, headers: Vec<(&'static str, String)>) -> Result<u16, String> {
+        let mut req = self.client.post(url).body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
         Ok(resp.status().as_u16())
     }
 }
@@ -330,7 +348,15 @@ fn answer(sim: &ShopifySim, version: &str, headers: &HeaderMap, body: &[u8]) -> 
     };
     let data = match field {
         "productVariants" => product_variants(sim, query, &vars),
-        "order" => order(sim, &vars),
+        "order" => order(sim, query, &vars),
+        "fulfillmentOrder" => fulfillment_order(sim, &vars),
+        "fulfillmentOrderReleaseHold" => release_hold(sim, &vars),
+        "tagsRemove" => tags_remove(sim, &vars),
+        "inventoryItem" => inventory_item(sim, query, &vars),
+        "inventorySetQuantities" => match set_quantities(sim, query, &vars, version) {
+            Ok(d) => d,
+            Err(message) => return gql_error(&message),
+        },
         "tagsAdd" => tags_add(sim, &vars),
         "fulfillmentOrderHold" => hold(sim, &vars),
         "orderCancel" => cancel(sim, &vars),
@@ -352,27 +378,7 @@ fn product_variants(sim: &ShopifySim, query: &str, vars: &Value) -> Value {
     let nodes: Vec<Value> = match sim.erp.product_by_sku(sku) {
         None => Vec::new(),
         Some(p) => {
-            let levels: Vec<Value> = sim
-                .erp
-                .levels(&p.sku)
-                .into_iter()
-                .map(|(loc, l)| {
-                    let quantities: Vec<Value> = names
-                        .iter()
-                        .map(|n| {
-                            let q = match n.as_str() {
-                                "on_hand" => l.on_hand,
-                                "available" => l.available(),
-                                "committed" => l.committed,
-                                "incoming" => l.incoming,
-                                _ => 0,
-                            };
-                            json!({"name": n, "quantity": q})
-                        })
-                        .collect();
-                    json!({"location": {"id": gid("Location", loc.id), "name": loc.name}, "quantities": quantities})
-                })
-                .collect();
+            let levels: Vec<Value> = sim.erp.levels(&p.sku).into_iter().map(|(loc, l)| level_json(&names, &loc, &l)).collect();
             vec![json!({
                 "id": gid("ProductVariant", p.id + 36_000_000_000), "sku": p.sku,
                 "product": {"id": gid("Product", p.id), "status": if p.discontinued { "ARCHIVED" } else { "ACTIVE" }, "tags": p.tags},
@@ -383,25 +389,137 @@ fn product_variants(sim: &ShopifySim, query: &str, vars: &Value) -> Value {
     json!({"productVariants": {"nodes": nodes}})
 }
 
-fn order(sim: &ShopifySim, vars: &Value) -> Value {
+/// A fulfillment order's status: on hold while it has holds, closed once shipped or cancelled.
+fn fulfillment_status(o: &SimOrder, fo: u64) -> &'static str {
+    if o.state == OrderState::Cancelled {
+        "CANCELLED"
+    } else if o.extra.get("fulfilled").is_some() {
+        "CLOSED"
+    } else if o.holds.iter().any(|h| h.fulfillment_order == fo) {
+        "ON_HOLD"
+    } else {
+        "OPEN"
+    }
+}
+
+fn order(sim: &ShopifySim, query: &str, vars: &Value) -> Value {
     let id = vars.get("id").and_then(Value::as_str).and_then(|g| parse_gid(g, "Order"));
+    // `fulfillmentOrders(query: "status:open")` filters by status.
+    let wanted = query.find("status:").map(|i| query[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>().to_ascii_uppercase());
     match id.and_then(|id| sim.erp.order(id)) {
         None => json!({"order": null}),
         Some(o) => {
             let nodes: Vec<Value> = o
                 .fulfillment_orders
                 .iter()
-                .filter(|fo| !o.holds.iter().any(|h| h.fulfillment_order == **fo) && o.state != OrderState::Cancelled)
-                .map(|fo| json!({"id": gid("FulfillmentOrder", *fo), "status": "OPEN"}))
+                .map(|fo| (fo, fulfillment_status(&o, *fo)))
+                .filter(|(_, st)| wanted.as_deref().is_none_or(|w| w == *st))
+                .map(|(fo, st)| json!({"id": gid("FulfillmentOrder", *fo), "status": st}))
                 .collect();
-            let cancelled_at = if o.state == OrderState::Cancelled {
-                json!(o.extra.get("cancelled_at").cloned().unwrap_or(json!("2026-01-01T00:00:00Z")))
-            } else {
-                Value::Null
-            };
+            let cancelled_at = o.extra.get("cancelled_at").cloned().unwrap_or(Value::Null);
             json!({"order": {"id": gid("Order", o.id), "cancelledAt": cancelled_at, "tags": o.tags, "fulfillmentOrders": {"nodes": nodes}}})
         }
     }
+}
+
+fn fulfillment_order(sim: &ShopifySim, vars: &Value) -> Value {
+    let fo = vars.get("id").and_then(Value::as_str).and_then(|g| parse_gid(g, "FulfillmentOrder"));
+    match fo.and_then(|fo| sim.erp.order_by_fulfillment_order(fo).map(|o| (fo, o))) {
+        Some((fo, o)) => json!({"fulfillmentOrder": {"id": gid("FulfillmentOrder", fo), "status": fulfillment_status(&o, fo)}}),
+        None => json!({"fulfillmentOrder": null}),
+    }
+}
+
+fn release_hold(sim: &ShopifySim, vars: &Value) -> Value {
+    let fo = vars.get("id").and_then(Value::as_str).and_then(|g| parse_gid(g, "FulfillmentOrder"));
+    let Some((fo, order)) = fo.and_then(|fo| sim.erp.order_by_fulfillment_order(fo).map(|o| (fo, o))) else {
+        return json!({"fulfillmentOrderReleaseHold": {"fulfillmentOrder": null, "userErrors": [{"field": ["id"], "message": "Fulfillment order does not exist.", "code": "FULFILLMENT_ORDER_NOT_FOUND"}]}});
+    };
+    if !order.holds.iter().any(|h| h.fulfillment_order == fo) {
+        return json!({"fulfillmentOrderReleaseHold": {"fulfillmentOrder": {"id": gid("FulfillmentOrder", fo), "status": fulfillment_status(&order, fo)},
+            "userErrors": [{"field": ["id"], "message": "The fulfillment order is not on hold.", "code": "INVALID_ACCESS"}]}});
+    }
+    sim.erp.update_order(order.id, |o| {
+        o.holds.retain(|h| h.fulfillment_order != fo);
+        if o.holds.is_empty() && o.state == OrderState::OnHold {
+            o.state = OrderState::Open;
+        }
+    });
+    sim.erp.effect("shopify", "fulfillment_release", Some(order.id), &format!("shopify:release:{fo}"), Value::Null);
+    json!({"fulfillmentOrderReleaseHold": {"fulfillmentOrder": {"id": gid("FulfillmentOrder", fo), "status": "OPEN"}, "userErrors": []}})
+}
+
+fn tags_remove(sim: &ShopifySim, vars: &Value) -> Value {
+    let id = vars.get("id").and_then(Value::as_str).and_then(|g| parse_gid(g, "Order"));
+    let tags: Vec<String> = vars.get("tags").and_then(Value::as_array).map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let Some(id) = id.filter(|id| sim.erp.order(*id).is_some()) else {
+        return json!({"tagsRemove": {"node": null, "userErrors": [{"field": ["id"], "message": "Order does not exist"}]}});
+    };
+    for t in &tags {
+        if sim.erp.update_order(id, |o| o.tags.remove(t)).unwrap_or(false) {
+            sim.erp.effect("shopify", "tags_remove", Some(id), &format!("shopify:untag:{id}:{t}"), json!({"tag": t}));
+        }
+    }
+    json!({"tagsRemove": {"node": {"id": gid("Order", id)}, "userErrors": []}})
+}
+
+fn inventory_item(sim: &ShopifySim, query: &str, vars: &Value) -> Value {
+    let item = vars.get("id").and_then(Value::as_str).and_then(|g| parse_gid(g, "InventoryItem"));
+    let Some(p) = item.and_then(|i| sim.erp.product_by_id(i.saturating_sub(40_000_000_000))) else {
+        return json!({"inventoryItem": null});
+    };
+    let names = quantity_names(query);
+    let levels: Vec<Value> = sim.erp.levels(&p.sku).into_iter().map(|(loc, l)| level_json(&names, &loc, &l)).collect();
+    json!({"inventoryItem": {"id": gid("InventoryItem", p.id + 40_000_000_000), "sku": p.sku, "tracked": true, "inventoryLevels": {"nodes": levels}}})
+}
+
+fn level_json(names: &[String], loc: &crate::sandbox::erp::Location, l: &crate::sandbox::erp::Level) -> Value {
+    let quantities: Vec<Value> = names
+        .iter()
+        .map(|n| {
+            let q = match n.as_str() {
+                "on_hand" => l.on_hand,
+                "available" => l.available(),
+                "committed" => l.committed,
+                "incoming" => l.incoming,
+                _ => 0,
+            };
+            json!({"name": n, "quantity": q})
+        })
+        .collect();
+    json!({"location": {"id": gid("Location", loc.id), "name": loc.name}, "quantities": quantities})
+}
+
+/// `inventorySetQuantities`: absolute quantities, deduplicated by the `@idempotent` key.
+fn set_quantities(sim: &ShopifySim, query: &str, vars: &Value, version: &str) -> Result<Value, String> {
+    let key = idempotent_key(query);
+    if key.is_none() && version >= "2026-04" {
+        return Err("The @idempotent directive is required for this mutation.".into());
+    }
+    let input = vars.get("input").cloned().unwrap_or(json!({}));
+    let name = input.get("name").and_then(Value::as_str).unwrap_or("available").to_string();
+    let quantities = input.get("quantities").and_then(Value::as_array).cloned().unwrap_or_default();
+    let key = key.unwrap_or_else(|| format!("no-key:{input}"));
+    let first_time = sim.erp.effect("shopify", "inventory_set", None, &format!("shopify:set:{key}"), input.clone());
+    let mut changes = Vec::new();
+    for q in &quantities {
+        if version >= "2026-04" && q.get("changeFromQuantity").is_none() {
+            return Ok(json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": null, "userErrors": [{"field": ["input", "quantities", "changeFromQuantity"], "message": "changeFromQuantity is required; pass null to skip the check", "code": "INVALID"}]}}));
+        }
+        let item = q.get("inventoryItemId").and_then(Value::as_str).and_then(|g| parse_gid(g, "InventoryItem"));
+        let loc = q.get("locationId").and_then(Value::as_str).and_then(|g| parse_gid(g, "Location"));
+        let quantity = q.get("quantity").and_then(Value::as_i64).unwrap_or(0);
+        let Some((p, loc)) = item.and_then(|i| sim.erp.product_by_id(i.saturating_sub(40_000_000_000))).zip(loc) else {
+            return Ok(json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": null, "userErrors": [{"field": ["input", "quantities"], "message": "The specified inventory item could not be found.", "code": "INVENTORY_ITEM_NOT_FOUND"}]}}));
+        };
+        let level = sim.erp.levels(&p.sku).into_iter().find(|(l, _)| l.id == loc).map(|(_, l)| l).unwrap_or_default();
+        let current = if name == "on_hand" { level.on_hand } else { level.available() };
+        if first_time {
+            sim.erp.adjust_on_hand(&p.sku, loc, quantity - current);
+        }
+        changes.push(json!({"name": name, "delta": quantity - current}));
+    }
+    Ok(json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": {"reason": input.get("reason"), "changes": changes}, "userErrors": []}}))
 }
 
 fn tags_add(sim: &ShopifySim, vars: &Value) -> Value {
