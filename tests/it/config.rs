@@ -71,7 +71,11 @@ fn the_shipped_config_is_valid() {
 #[test]
 fn bad_yaml_names_file_line_and_column() {
     let b = Broken::new("syntax");
-    let line = b.edit("workflows/shopify-orders.yaml", "events: [orders/create, orders/cancelled, orders/fulfilled]", "events: [orders/create, orders/cancelled");
+    let line = b.edit(
+        "workflows/shopify-orders.yaml",
+        "events: [orders/create, orders/cancelled, orders/fulfilled]",
+        "events: [orders/create, orders/cancelled",
+    );
     let d = b.errors().into_iter().find(|d| d.file.ends_with("shopify-orders.yaml")).unwrap();
     assert!(d.message.contains("YAML"), "{d}");
     assert!(d.line >= line, "{d}");

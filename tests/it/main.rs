@@ -5,6 +5,7 @@
 mod config;
 mod delivery;
 mod intake;
+mod inventory;
 mod reload;
 mod shopify;
 mod support;

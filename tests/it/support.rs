@@ -142,7 +142,38 @@ impl TestEnv {
     pub async fn start_daemon_with(&self, extra: &[&str], unprivileged: bool) -> DaemonProcess {
         let d = DaemonProcess::start_with(&self.dir, extra, unprivileged).await;
         self.sandbox.set_webhook_target("shopify", &d.url("/hooks/shopify-orders"));
+        self.sandbox.set_topic_target("shopify", "inventory_levels/update", &d.url("/hooks/shopify-stock"));
         d
+    }
+
+    /// Another sales channel on the same shop: a connection `name` and its
+    /// order workflow `{name}-orders` (webhooks at `/hooks/{name}-orders`).
+    pub fn add_channel(&self, name: &str) {
+        let d = self.dir.display();
+        let mut instance = std::fs::read_to_string(self.dir.join("ordersync.yaml")).unwrap();
+        let at = instance.find("connections:\n").unwrap() + "connections:\n".len();
+        instance.insert_str(
+            at,
+            &format!(
+                "  {name}:\n    connector: shopify\n    base_url: {}\n    values:\n      shop: {}\n    secrets:\n      access_token: file:{d}/secrets/shopify-token\n      webhook_secret: file:{d}/secrets/shopify-webhook\n    rate_limit:\n      per_second: 1000000\n      burst: 1000000\n",
+                self.sandbox.base_url("shopify"),
+                self.creds.shop
+            ),
+        );
+        std::fs::write(self.dir.join("ordersync.yaml"), instance).unwrap();
+        let wf = std::fs::read_to_string(self.dir.join("workflows/shopify-orders.yaml")).unwrap();
+        let wf = wf
+            .replace("workflow: shopify-orders", &format!("workflow: {name}-orders"))
+            .replace("connection: shopify-main", &format!("connection: {name}"));
+        self.write(&format!("workflows/{name}-orders.yaml"), &wf);
+    }
+
+    /// Append an `inventory:` section to the instance config.
+    pub fn inventory(&self, yaml: &str) {
+        let mut instance = std::fs::read_to_string(self.dir.join("ordersync.yaml")).unwrap();
+        instance.push_str("inventory:\n");
+        instance.push_str(yaml);
+        std::fs::write(self.dir.join("ordersync.yaml"), instance).unwrap();
     }
 
     /// Place an order in the sandbox; its webhook goes to the daemon.
@@ -155,7 +186,10 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Keep the directory (config, daemon.log, state) to look into a failure.
+        if std::env::var_os("ORDERSYNC_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -220,8 +254,10 @@ impl DaemonProcess {
         } else {
             Command::new(env!("CARGO_BIN_EXE_ordersync"))
         };
+        let workers: &[&str] = if extra.contains(&"--workers") { &[] } else { &["--workers", "4"] };
         let child = cmd
-            .args(["run", "--listen", "127.0.0.1:0", "--workers", "4"])
+            .args(["run", "--listen", "127.0.0.1:0"])
+            .args(workers)
             .args(extra)
             .arg("--config-dir")
             .arg(dir)
@@ -295,8 +331,13 @@ impl DaemonProcess {
 
     /// The order once it is decided and its write-back is over.
     pub async fn finished_order(&self, external_id: u64) -> Value {
-        let path = format!("/api/orders/shopify-main:{external_id}");
-        wait_until(&format!("order {external_id} to finish"), DEADLINE, || async {
+        self.finished(&format!("shopify-main:{external_id}"), DEADLINE).await
+    }
+
+    /// The order `id` (connection-qualified) once it is decided and written back.
+    pub async fn finished(&self, id: &str, timeout: Duration) -> Value {
+        let path = format!("/api/orders/{id}");
+        wait_until(&format!("order {id} to finish"), timeout, || async {
             let (code, body) = self.api(&path).await;
             let o = &body["order"];
             (code == 200 && o["status"] != "received" && o["writeback"] != "pending").then(|| body.clone())

@@ -42,17 +42,41 @@ pub async fn stock(args: StockArgs) -> anyhow::Result<ExitCode> {
             println!("{:<28} {:>8} {:>8} {:>6} {:>9} {:>8}  master", "sku", "on hand", "reserved", "safety", "available", "incoming");
             for k in body["skus"].as_array().into_iter().flatten() {
                 let incoming: i64 = k["incoming"].as_array().into_iter().flatten().filter_map(|i| i["qty"].as_i64()).sum();
-                println!("{:<28} {:>8} {:>8} {:>6} {:>9} {:>8}  {}", s(&k["sku"]), k["on_hand"], k["reserved"], k["safety"], k["available"], incoming, s(&k["master"]));
+                println!(
+                    "{:<28} {:>8} {:>8} {:>6} {:>9} {:>8}  {}",
+                    s(&k["sku"]),
+                    k["on_hand"],
+                    k["reserved"],
+                    k["safety"],
+                    k["available"],
+                    incoming,
+                    s(&k["master"])
+                );
             }
             let t = &body["totals"];
             println!("{} SKUs: {} on hand, {} reserved, {} available", t["skus"], t["on_hand"], t["reserved"], t["available"]);
         }
         Some(sku) => {
-            let (status, k) = api.get(&format!("/api/inventory/{}?history={}", crate::adapters::template::percent_encode(&sku), args.history)).await?;
+            let (status, k) =
+                api.get(&format!("/api/inventory/{}?history={}", crate::adapters::template::percent_encode(&sku), args.history)).await?;
             anyhow::ensure!(status == 200, "{}", s(&k["error"]));
-            println!("{}: {} on hand, {} reserved, {} safety, {} available (master: {})", s(&k["sku"]), k["on_hand"], k["reserved"], k["safety"], k["available"], s(&k["master"]));
+            println!(
+                "{}: {} on hand, {} reserved, {} safety, {} available (master: {})",
+                s(&k["sku"]),
+                k["on_hand"],
+                k["reserved"],
+                k["safety"],
+                k["available"],
+                s(&k["master"])
+            );
             for l in k["locations"].as_array().into_iter().flatten() {
-                println!("  location {:<36} {:>6} on hand, reported by {} at {}", s(&l["location"]), l["on_hand"], s(&l["source"]), s(&l["reported_at"]));
+                println!(
+                    "  location {:<36} {:>6} on hand, reported by {} at {}",
+                    s(&l["location"]),
+                    l["on_hand"],
+                    s(&l["source"]),
+                    s(&l["reported_at"])
+                );
             }
             for i in k["incoming"].as_array().into_iter().flatten() {
                 println!("  incoming {:>6} due {}", i["qty"], s(&i["eta"]));
@@ -95,7 +119,16 @@ pub async fn waitlist(args: WaitlistArgs) -> anyhow::Result<ExitCode> {
     }
     println!("{:<28} {:>4} {:>8} {:>8}  {:<10} {:<24} reason", "sku", "qty", "priority", "arrival", "order", "customer");
     for w in list {
-        println!("{:<28} {:>4} {:>8} {:>8}  {:<10} {:<24} {}", s(&w["sku"]), w["qty"], w["priority"], w["arrival"], s(&w["number"]), s(&w["customer"]), s(&w["reason"]));
+        println!(
+            "{:<28} {:>4} {:>8} {:>8}  {:<10} {:<24} {}",
+            s(&w["sku"]),
+            w["qty"],
+            w["priority"],
+            w["arrival"],
+            s(&w["number"]),
+            s(&w["customer"]),
+            s(&w["reason"])
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -121,11 +121,18 @@ async fn order(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Re
 }
 
 /// One SKU's figures over every location.
-fn sku_figures(rt: &crate::runtime::Runtime, cfg: &crate::config::ConfigSet, sku: &str, rows: &[(String, crate::store::StockRow)], reserved: i64) -> serde_json::Value {
+fn sku_figures(
+    rt: &crate::runtime::Runtime,
+    cfg: &crate::config::ConfigSet,
+    sku: &str,
+    rows: &[(String, crate::store::StockRow)],
+    reserved: i64,
+) -> serde_json::Value {
     let on_hand: i64 = rows.iter().map(|(_, r)| r.on_hand).sum();
     let safety = cfg.inventory.safety_stock(sku);
     let incoming = rt.store.incoming(sku).unwrap_or_default();
-    let locations: Vec<_> = rows.iter().map(|(l, r)| json!({"location": l, "on_hand": r.on_hand, "source": r.source, "reported_at": r.reported_at})).collect();
+    let locations: Vec<_> =
+        rows.iter().map(|(l, r)| json!({"location": l, "on_hand": r.on_hand, "source": r.source, "reported_at": r.reported_at})).collect();
     json!({
         "sku": sku,
         "on_hand": on_hand,

@@ -106,7 +106,7 @@ fn history(w: &mut WriteTx<'_>, settings: &InventorySettings, sku: &str, c: Chan
 }
 
 /// Take a platform's report of a SKU into the ledger, if that platform is
-/// the SKU's stock master. A platform that lowers its own figure for its
+/// the SKU's stock master (or the ledger has no figure for it yet). A platform that lowers its own figure for its
 /// open orders (`excludes_open_orders`) has what our reservations of its
 /// orders hold added back, so no unit is counted twice. Returns whether the
 /// report was taken.
@@ -122,7 +122,8 @@ pub fn record_report(
     effects: &mut Effects,
 ) -> Result<bool, StoreError> {
     let sku = reported.sku.as_str();
-    if !settings.accepts_report(sku, source) {
+    // Another channel's figure stands in until the master first reports.
+    if !settings.accepts_report(sku, source) && !w.stock(sku)?.is_empty() {
         return Ok(false);
     }
     let (on_hand_before, reserved_before) = totals(w, sku)?;

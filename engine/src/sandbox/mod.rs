@@ -129,6 +129,13 @@ impl Sandbox {
         self.shared.place_order(platform, customer, lines).await
     }
 
+    /// Deliver an order's webhook to a given URL (one shop selling through several workflows).
+    pub async fn deliver_to(&self, order_id: u64, url: &str) -> Result<u16, String> {
+        let order = self.erp.order(order_id).ok_or_else(|| format!("no order {order_id}"))?;
+        let webhook_id = order.extra.get("webhook_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        self.shopify.deliver(url, &order, &webhook_id).await
+    }
+
     /// Place an order without delivering its webhook yet (see `redeliver`).
     pub fn create_order(&self, platform: &str, customer: u64, lines: &[LineRequest]) -> Result<SimOrder, String> {
         self.shared.create_order(platform, customer, lines)
@@ -185,7 +192,7 @@ impl Shared {
 
     async fn ship(&self, order_id: u64) -> Result<u16, String> {
         let order = self.erp.order(order_id).ok_or_else(|| format!("no order {order_id}"))?;
-        if order.extra.get("fulfilled").is_none() {
+        if !order.extra.contains_key("fulfilled") {
             for l in &order.lines {
                 self.erp.adjust_on_hand(&l.sku, order.location, -l.qty);
             }
@@ -231,7 +238,8 @@ impl Shared {
 
     async fn deliver(&self, order_id: u64) -> Result<u16, String> {
         let order = self.erp.order(order_id).ok_or_else(|| format!("no order {order_id}"))?;
-        let target = self.target(&order.platform, "orders/create").ok_or_else(|| format!("no webhook target set for {}", order.platform))?;
+        let target =
+            self.target(&order.platform, "orders/create").ok_or_else(|| format!("no webhook target set for {}", order.platform))?;
         let webhook_id = order.extra.get("webhook_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
         match order.platform.as_str() {
             "shopify" => self.shopify.deliver(&target, &order, &webhook_id).await,

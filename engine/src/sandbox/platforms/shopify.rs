@@ -58,6 +58,8 @@ pub struct ShopifySim {
     client: reqwest::Client,
     /// Requests answered THROTTLED.
     pub throttled: std::sync::atomic::AtomicU64,
+    /// Requests per GraphQL root field.
+    requests: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 const QUERY_COST: f64 = 10.0;
@@ -81,11 +83,17 @@ impl ShopifySim {
             bucket: Mutex::new((limits.maximum, Instant::now())),
             client: reqwest::Client::new(),
             throttled: Default::default(),
+            requests: Default::default(),
         })
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new().route("/admin/api/{version}/graphql.json", post(graphql)).with_state(self.clone())
+    }
+
+    /// How many requests selected `field` (e.g. `productVariants`).
+    pub fn requests(&self, field: &str) -> u64 {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner()).get(field).copied().unwrap_or(0)
     }
 
     /// Take `cost` points from the bucket; `Err(available)` when throttled.
@@ -125,7 +133,7 @@ impl ShopifySim {
             "id": o.id, "admin_graphql_api_id": gid("Order", o.id), "name": format!("#{}", o.number), "order_number": o.number,
             "email": c.email, "created_at": o.created_at, "updated_at": o.created_at, "processed_at": o.created_at,
             "financial_status": "paid",
-            "fulfillment_status": if o.extra.get("fulfilled").is_some() { json!("fulfilled") } else { Value::Null },
+            "fulfillment_status": if o.extra.contains_key("fulfilled") { json!("fulfilled") } else { Value::Null },
             "cancelled_at": o.extra.get("cancelled_at").cloned().unwrap_or(Value::Null),
             "cancel_reason": o.cancel_reason.as_ref().map(|r| r.to_ascii_lowercase()),
             "tags": "", "note": null, "currency": "USD", "test": false,
@@ -138,11 +146,24 @@ impl ShopifySim {
 
     /// The body and headers of an order delivery (`orders/create`, `orders/cancelled`, …), signed.
     pub fn delivery(&self, order: &SimOrder, webhook_id: &str) -> (Vec<u8>, Vec<(&'static str, String)>) {
-        self.signed("orders/create", serde_json::to_vec(&self.order_payload(order)).expect("JSON serializes"), webhook_id, &format!("evt-{}", order.id), &order.created_at)
+        self.signed(
+            "orders/create",
+            serde_json::to_vec(&self.order_payload(order)).expect("JSON serializes"),
+            webhook_id,
+            &format!("evt-{}", order.id),
+            &order.created_at,
+        )
     }
 
     /// Sign a body for a topic, with Shopify's delivery headers.
-    pub fn signed(&self, topic: &str, body: Vec<u8>, webhook_id: &str, event_id: &str, triggered_at: &str) -> (Vec<u8>, Vec<(&'static str, String)>) {
+    pub fn signed(
+        &self,
+        topic: &str,
+        body: Vec<u8>,
+        webhook_id: &str,
+        event_id: &str,
+        triggered_at: &str,
+    ) -> (Vec<u8>, Vec<(&'static str, String)>) {
         let signature = base64::engine::general_purpose::STANDARD.encode(hmac_bytes(
             SignatureAlgorithm::HmacSha256,
             self.creds.webhook_secret.as_bytes(),
@@ -184,7 +205,13 @@ impl ShopifySim {
         for (loc, level) in self.erp.levels(sku) {
             let body = json!({"inventory_item_id": item, "location_id": loc.id, "available": level.available(), "updated_at": now,
                 "admin_graphql_api_id": format!("gid://shopify/InventoryLevel/{}?inventory_item_id={item}", loc.id)});
-            let (body, headers) = self.signed("inventory_levels/update", serde_json::to_vec(&body).expect("JSON serializes"), &crate::sandbox::uuid_like(), &format!("evt-inv-{item}-{}", loc.id), &now);
+            let (body, headers) = self.signed(
+                "inventory_levels/update",
+                serde_json::to_vec(&body).expect("JSON serializes"),
+                &crate::sandbox::uuid_like(),
+                &crate::sandbox::uuid_like(),
+                &now,
+            );
             out.push(self.post(url, body, headers).await?);
         }
         Ok(out)
@@ -373,27 +400,41 @@ fn answer(sim: &ShopifySim, version: &str, headers: &HeaderMap, body: &[u8]) -> 
 
 fn product_variants(sim: &ShopifySim, query: &str, vars: &Value) -> Value {
     let search = vars.get("query").and_then(Value::as_str).unwrap_or("");
-    let sku = search.strip_prefix("sku:").unwrap_or(search).trim().trim_matches(|c| c == '"' || c == '\'');
     let names = quantity_names(query);
-    let nodes: Vec<Value> = match sim.erp.product_by_sku(sku) {
-        None => Vec::new(),
-        Some(p) => {
+    let products: Vec<_> = match search.trim().strip_prefix("sku:") {
+        Some(sku) => sim.erp.product_by_sku(sku.trim().trim_matches(|c| c == '"' || c == '\'')).into_iter().collect(),
+        None => sim.erp.products(),
+    };
+    // Cursor pagination: `after` is the opaque cursor of the last node seen.
+    let first = vars.get("first").and_then(Value::as_u64).unwrap_or(50).clamp(1, 250) as usize;
+    let start = vars
+        .get("after")
+        .and_then(Value::as_str)
+        .and_then(|c| c.strip_prefix("cursor-"))
+        .and_then(|n| n.parse::<usize>().ok())
+        .map_or(0, |n| n + 1);
+    let page: Vec<_> = products.iter().enumerate().skip(start).take(first).collect();
+    let nodes: Vec<Value> = page
+        .iter()
+        .map(|(_, p)| {
             let levels: Vec<Value> = sim.erp.levels(&p.sku).into_iter().map(|(loc, l)| level_json(&names, &loc, &l)).collect();
-            vec![json!({
+            json!({
                 "id": gid("ProductVariant", p.id + 36_000_000_000), "sku": p.sku,
                 "product": {"id": gid("Product", p.id), "status": if p.discontinued { "ARCHIVED" } else { "ACTIVE" }, "tags": p.tags},
                 "inventoryItem": {"id": gid("InventoryItem", p.id + 40_000_000_000), "tracked": true, "inventoryLevels": {"nodes": levels}},
-            })]
-        }
-    };
-    json!({"productVariants": {"nodes": nodes}})
+            })
+        })
+        .collect();
+    let end = page.last().map(|(i, _)| format!("cursor-{i}"));
+    let has_next = page.last().is_some_and(|(i, _)| i + 1 < products.len());
+    json!({"productVariants": {"nodes": nodes, "pageInfo": {"hasNextPage": has_next, "endCursor": end}}})
 }
 
 /// A fulfillment order's status: on hold while it has holds, closed once shipped or cancelled.
 fn fulfillment_status(o: &SimOrder, fo: u64) -> &'static str {
     if o.state == OrderState::Cancelled {
         "CANCELLED"
-    } else if o.extra.get("fulfilled").is_some() {
+    } else if o.extra.contains_key("fulfilled") {
         "CLOSED"
     } else if o.holds.iter().any(|h| h.fulfillment_order == fo) {
         "ON_HOLD"
@@ -405,7 +446,9 @@ fn fulfillment_status(o: &SimOrder, fo: u64) -> &'static str {
 fn order(sim: &ShopifySim, query: &str, vars: &Value) -> Value {
     let id = vars.get("id").and_then(Value::as_str).and_then(|g| parse_gid(g, "Order"));
     // `fulfillmentOrders(query: "status:open")` filters by status.
-    let wanted = query.find("status:").map(|i| query[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>().to_ascii_uppercase());
+    let wanted = query
+        .find("status:")
+        .map(|i| query[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>().to_ascii_uppercase());
     match id.and_then(|id| sim.erp.order(id)) {
         None => json!({"order": null}),
         Some(o) => {
@@ -451,7 +494,11 @@ fn release_hold(sim: &ShopifySim, vars: &Value) -> Value {
 
 fn tags_remove(sim: &ShopifySim, vars: &Value) -> Value {
     let id = vars.get("id").and_then(Value::as_str).and_then(|g| parse_gid(g, "Order"));
-    let tags: Vec<String> = vars.get("tags").and_then(Value::as_array).map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let tags: Vec<String> = vars
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
     let Some(id) = id.filter(|id| sim.erp.order(*id).is_some()) else {
         return json!({"tagsRemove": {"node": null, "userErrors": [{"field": ["id"], "message": "Order does not exist"}]}});
     };
@@ -504,13 +551,17 @@ fn set_quantities(sim: &ShopifySim, query: &str, vars: &Value, version: &str) ->
     let mut changes = Vec::new();
     for q in &quantities {
         if version >= "2026-04" && q.get("changeFromQuantity").is_none() {
-            return Ok(json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": null, "userErrors": [{"field": ["input", "quantities", "changeFromQuantity"], "message": "changeFromQuantity is required; pass null to skip the check", "code": "INVALID"}]}}));
+            return Ok(
+                json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": null, "userErrors": [{"field": ["input", "quantities", "changeFromQuantity"], "message": "changeFromQuantity is required; pass null to skip the check", "code": "INVALID"}]}}),
+            );
         }
         let item = q.get("inventoryItemId").and_then(Value::as_str).and_then(|g| parse_gid(g, "InventoryItem"));
         let loc = q.get("locationId").and_then(Value::as_str).and_then(|g| parse_gid(g, "Location"));
         let quantity = q.get("quantity").and_then(Value::as_i64).unwrap_or(0);
         let Some((p, loc)) = item.and_then(|i| sim.erp.product_by_id(i.saturating_sub(40_000_000_000))).zip(loc) else {
-            return Ok(json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": null, "userErrors": [{"field": ["input", "quantities"], "message": "The specified inventory item could not be found.", "code": "INVENTORY_ITEM_NOT_FOUND"}]}}));
+            return Ok(
+                json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": null, "userErrors": [{"field": ["input", "quantities"], "message": "The specified inventory item could not be found.", "code": "INVENTORY_ITEM_NOT_FOUND"}]}}),
+            );
         };
         let level = sim.erp.levels(&p.sku).into_iter().find(|(l, _)| l.id == loc).map(|(_, l)| l).unwrap_or_default();
         let current = if name == "on_hand" { level.on_hand } else { level.available() };
@@ -519,7 +570,9 @@ fn set_quantities(sim: &ShopifySim, query: &str, vars: &Value, version: &str) ->
         }
         changes.push(json!({"name": name, "delta": quantity - current}));
     }
-    Ok(json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": {"reason": input.get("reason"), "changes": changes}, "userErrors": []}}))
+    Ok(
+        json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": {"reason": input.get("reason"), "changes": changes}, "userErrors": []}}),
+    )
 }
 
 fn tags_add(sim: &ShopifySim, vars: &Value) -> Value {
