@@ -210,3 +210,27 @@ async fn kill_9_at_random_moments_loses_nothing_and_doubles_nothing() {
     assert_eq!(status["orders"], 1000);
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn the_rate_limit_keeps_a_burst_under_the_platforms_bucket() {
+    use ordersync::sandbox::platforms::shopify::CostLimits;
+    use std::sync::atomic::Ordering;
+    // A small plan: 100 points in the bucket, 400 back per second; each call costs 10.
+    let env = TestEnv::with_platform_limits("ratelimit", CostLimits { maximum: 100.0, restore_per_second: 400.0 }, "    rate_limit:\n      per_second: 400\n      burst: 100\n").await;
+    let loc = env.sandbox.erp.locations()[0].id;
+    env.sandbox.erp.set_stock("SP-FLIPPER-COIL-2550", loc, 100_000, 0, None);
+    let daemon = env.start_daemon().await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(env.sandbox.create_order("shopify", env.customer(i % 4), &lines(&[("SP-FLIPPER-COIL-2550", 1)])).unwrap().id);
+    }
+    for id in &ids {
+        deliver(&env, *id).await;
+    }
+    for id in &ids {
+        assert_eq!(daemon.finished_order(*id).await["order"]["writeback"], "done");
+    }
+    // 30 orders × (lookup + tag) × 10 points is six buckets' worth, sent as fast as the limiter allows.
+    assert_eq!(env.sandbox.shopify.throttled.load(Ordering::Relaxed), 0, "the platform had to throttle");
+    daemon.stop().await;
+}
