@@ -216,7 +216,12 @@ async fn the_rate_limit_keeps_a_burst_under_the_platforms_bucket() {
     use ordersync::sandbox::platforms::shopify::CostLimits;
     use std::sync::atomic::Ordering;
     // A small plan: 100 points in the bucket, 400 back per second; each call costs 10.
-    let env = TestEnv::with_platform_limits("ratelimit", CostLimits { maximum: 100.0, restore_per_second: 400.0 }, "    rate_limit:\n      per_second: 400\n      burst: 100\n").await;
+    let env = TestEnv::with_platform_limits(
+        "ratelimit",
+        CostLimits { maximum: 100.0, restore_per_second: 400.0 },
+        "    rate_limit:\n      per_second: 400\n      burst: 100\n",
+    )
+    .await;
     let loc = env.sandbox.erp.locations()[0].id;
     env.sandbox.erp.set_stock("SP-FLIPPER-COIL-2550", loc, 100_000, 0, None);
     let daemon = env.start_daemon().await;

@@ -228,3 +228,51 @@ async fn cancellations_and_shipments_release_what_orders_hold() {
     assert_eq!(d.finished_order(w).await["order"]["status"], "cancelled");
     d.stop().await;
 }
+
+#[tokio::test]
+async fn stock_changes_are_pushed_to_another_shop() {
+    use ordersync::sandbox::{Sandbox, SandboxOptions};
+    let env = TestEnv::new("push").await;
+    // A second shop (the outlet) that sells the same machines.
+    let outlet = Sandbox::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), SandboxOptions::generated()).await.unwrap();
+    ordersync::sandbox::erp::seed_amusement_catalogue(&outlet.erp, "2099-01-01", "2099-02-01");
+    env.write("secrets/outlet-token", &outlet.shopify.creds.access_token);
+    env.write("secrets/outlet-webhook", &outlet.shopify.creds.webhook_secret);
+    let d = env.dir.display();
+    let mut instance = std::fs::read_to_string(env.dir.join("ordersync.yaml")).unwrap();
+    instance = instance.replacen(
+        "connections:\n",
+        &format!(
+            "connections:\n  shopify-outlet:\n    connector: shopify\n    base_url: {}\n    values:\n      shop: outlet\n    secrets:\n      access_token: file:{d}/secrets/outlet-token\n      webhook_secret: file:{d}/secrets/outlet-webhook\n",
+            outlet.base_url("shopify")
+        ),
+        1,
+    );
+    env.write("ordersync.yaml", &instance);
+    env.inventory("  masters:\n    - connection: shopify-main\n");
+    let push = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/workflows/outlet-stock-push.yaml"))
+        .unwrap();
+    env.write("workflows/outlet-stock-push.yaml", &push);
+    let daemon = env.start_daemon().await;
+    let outlet_available = |sku: &str| outlet.erp.totals(sku).2;
+
+    // An approval on the main shop leaves 1 of 2 claw cranes free.
+    let (id, _) = env.order(0, &[("CC-CLAW-42", 1)]).await;
+    assert_eq!(daemon.finished_order(id).await["order"]["status"], "approved");
+    wait_until("the outlet to show 1 free", DEADLINE, || async { (outlet_available("CC-CLAW-42") == 1).then_some(()) }).await;
+
+    // More arrive at the warehouse: 7 on hand, 1 reserved, so the outlet may sell 6.
+    env.sandbox.restock("CC-CLAW-42", 7, 0, None).await.unwrap();
+    wait_until("the outlet to show 6 free", DEADLINE, || async { (outlet_available("CC-CLAW-42") == 6).then_some(()) }).await;
+    let pushes: Vec<_> = outlet.erp.effects().into_iter().filter(|e| e.kind == "inventory_set").collect();
+    assert!(pushes.len() >= 2, "{pushes:?}");
+    // Only SKUs the push workflow names are pushed.
+    let (spare, _) = env.order(1, &[("SP-FLIPPER-COIL-2550", 1)]).await;
+    daemon.finished_order(spare).await;
+    let (id2, _) = env.order(2, &[("CC-CLAW-42", 1)]).await;
+    daemon.finished_order(id2).await;
+    wait_until("the outlet to show 5 free", DEADLINE, || async { (outlet_available("CC-CLAW-42") == 5).then_some(()) }).await;
+    assert_eq!(outlet_available("SP-FLIPPER-COIL-2550"), 40, "a spare part was pushed");
+    daemon.stop().await;
+    outlet.stop().await;
+}

@@ -198,3 +198,44 @@ async fn sighup_and_the_reload_command_read_rotated_secrets() {
     assert!(!s.to_string().contains(rotated));
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn polls_start_change_pace_and_stop_with_the_config() {
+    let env = TestEnv::new("reload-poll").await;
+    let daemon = env.start_daemon().await;
+    let polls = || env.sandbox.shopify.requests("productVariants");
+    let poll = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/workflows/shopify-stock-poll.yaml"))
+        .unwrap();
+
+    // Added: it polls at once and the ledger learns every SKU.
+    env.write("workflows/shopify-stock-poll.yaml", &poll.replace("every: 5m", "every: 1h"));
+    daemon.wait_version(2).await;
+    let skus = wait_until("the first poll", DEADLINE, || async {
+        let n = daemon.api("/api/inventory").await.1["totals"]["skus"].as_u64().unwrap_or(0);
+        (n >= 11).then_some(n)
+    })
+    .await;
+    assert_eq!(skus, 11);
+    let after_first = polls();
+
+    // Faster: a change on the platform shows up without a restart.
+    let loc = env.sandbox.erp.locations()[0].id;
+    env.sandbox.erp.set_stock("CC-CLAW-42", loc, 9, 0, None);
+    env.write("workflows/shopify-stock-poll.yaml", &poll.replace("every: 5m", "every: 100ms"));
+    daemon.wait_version(3).await;
+    wait_until("the new figure", DEADLINE, || async {
+        let k = daemon.api("/api/inventory/CC-CLAW-42").await.1;
+        (k["on_hand"] == 9).then_some(())
+    })
+    .await;
+    wait_until("polls at the new pace", DEADLINE, || async { (polls() >= after_first + 3).then_some(()) }).await;
+
+    // Removed: the polls stop. (Nothing to wait for but time: watch a few intervals pass.)
+    std::fs::remove_file(env.dir.join("workflows/shopify-stock-poll.yaml")).unwrap();
+    daemon.wait_version(4).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let stopped_at = polls();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(polls(), stopped_at, "polling went on after the workflow was removed");
+    daemon.stop().await;
+}

@@ -9,13 +9,14 @@
 //! a symlink that now points elsewhere, needs a fresh watch. A periodic
 //! fingerprint check covers filesystems that report nothing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
+use crate::config::ConfigPaths;
 use crate::runtime::Runtime;
 
 #[derive(Debug, Clone, Copy)]
@@ -44,12 +45,24 @@ fn relevant(kind: &EventKind) -> bool {
     }
 }
 
+/// Whether a changed path belongs to the config: the instance file, anything
+/// in the config directories, or the directories themselves and Kubernetes'
+/// `..data` links in the root. Other files there (a log, the state file) are not.
+fn config_path(p: &ConfigPaths, path: &Path) -> bool {
+    if path == p.instance || path.starts_with(p.connectors_dir()) || path.starts_with(p.workflows_dir()) {
+        return true;
+    }
+    path.parent() == Some(p.dir.as_path())
+        && path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("..") || n == "connectors.d" || n == "workflows")
+}
+
 /// Set the watches up now (so no change after start-up is missed), then
 /// follow them in a task until the daemon stops.
 pub fn start(rt: Arc<Runtime>, opts: WatchOptions) -> tokio::task::JoinHandle<()> {
     let (tx, rx) = mpsc::unbounded_channel::<()>();
+    let paths = rt.registry.paths.clone();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) if relevant(&ev.kind) => {
+        Ok(ev) if relevant(&ev.kind) && (ev.paths.is_empty() || ev.paths.iter().any(|path| config_path(&paths, path))) => {
             let _ = tx.send(());
         }
         Ok(_) => {}

@@ -5,7 +5,7 @@
 //! the records and the new cursor (the largest watermark seen) in one
 //! transaction: a crash before the commit repeats the poll, a crash after
 //! it does not lose the cursor, and records seen twice are dropped by their
-//! delivery id (record id plus version). The tasks follow the live config:
+//! delivery id (record id plus version) when the trigger names an `id`. The tasks follow the live config:
 //! a new polling workflow starts polling, a removed one stops, and a changed
 //! interval applies from the next wait.
 
@@ -13,10 +13,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::Runtime;
-use crate::connector::webhook::encode_hex;
 use crate::store::{Enqueued, NewEvent};
 use crate::telemetry::metrics::METRICS;
 use crate::workflow::mapping::scalar_text;
@@ -55,7 +53,10 @@ async fn poller(rt: Arc<Runtime>, name: String) {
             return;
         };
         match poll_once(&rt, &cfg, &wf, spec).await {
-            Ok(n) => METRICS.add("ordersync_polled_records_total", &[("workflow", &name)], n as u64),
+            Ok(n) => {
+                tracing::debug!(workflow = %name, records = n, next_in_ms = spec.every.as_millis() as u64, "polled");
+                METRICS.add("ordersync_polled_records_total", &[("workflow", &name)], n as u64)
+            }
             Err(e) => {
                 METRICS.inc("ordersync_poll_failures_total", &[("workflow", &name)]);
                 tracing::warn!(workflow = %name, "poll failed: {e}");
@@ -88,11 +89,13 @@ async fn poller(rt: Arc<Runtime>, name: String) {
 pub async fn poll_once(rt: &Runtime, cfg: &crate::config::ConfigSet, wf: &Workflow, spec: &PollSpec) -> Result<usize, String> {
     let cursor = rt.store.cursor(&wf.name).map_err(|e| e.to_string())?.or_else(|| spec.initial_cursor.clone());
     let now = rt.now();
-    let mut page = String::new();
+    // `page` is null on the first page (a GraphQL `after: null`, a query parameter left out).
+    let mut page = Value::Null;
     let mut events = Vec::new();
+    let run = rt.clock.now().unix_timestamp_nanos();
     let mut watermark: Option<Value> = None;
     for n in 0..spec.max_pages {
-        let ctx = json!({ "cursor": cursor.clone().unwrap_or_default(), "page": page, "values": wf.connection.values.clone(), "now": now });
+        let ctx = json!({ "cursor": cursor, "page": page, "values": wf.connection.values.clone(), "now": now });
         let ex = rt.http.send(&cfg.templates, &wf.connection, &spec.request, &ctx).await.map_err(|e| e.to_string())?;
         for record in spec.records.query(&ex.body) {
             if let Some(w) = spec.watermark.as_ref().and_then(|p| p.first(record)) {
@@ -102,9 +105,11 @@ pub async fn poll_once(rt: &Runtime, cfg: &crate::config::ConfigSet, wf: &Workfl
             }
             let id = spec.id.as_ref().and_then(|p| p.first(record)).and_then(scalar_text);
             let version = spec.version.as_ref().and_then(|p| p.first(record)).and_then(scalar_text);
+            // With an id, a record seen again (same version) is a duplicate. Without
+            // one every poll counts: stock figures are absolute, seeing one twice is harmless.
             let delivery = match id {
                 Some(id) => format!("poll:{id}:{}", version.unwrap_or_default()),
-                None => format!("poll-sha256:{}", encode_hex(&Sha256::digest(record.to_string().as_bytes()))),
+                None => format!("poll-run:{run}:{}", events.len()),
             };
             let payload = serde_json::value::RawValue::from_string(record.to_string()).map_err(|e| e.to_string())?;
             events.push(NewEvent {
@@ -117,7 +122,7 @@ pub async fn poll_once(rt: &Runtime, cfg: &crate::config::ConfigSet, wf: &Workfl
         }
         let next = spec.next_page.as_ref().and_then(|p| p.first(&ex.body)).and_then(scalar_text).filter(|s| !s.is_empty());
         match next {
-            Some(next) if next != page && n + 1 < spec.max_pages => page = next,
+            Some(next) if page.as_str() != Some(next.as_str()) && n + 1 < spec.max_pages => page = Value::String(next),
             _ => break,
         }
     }

@@ -17,6 +17,7 @@ use super::Runtime;
 use super::writeback::send_step;
 use crate::config::ConfigSet;
 use crate::connector::client::SendOptions;
+use crate::inventory::InventorySettings;
 use crate::inventory::ledger::Effects;
 use crate::inventory::pattern::{SkuPattern, any_matches};
 use crate::model::Decision;
@@ -26,26 +27,33 @@ use crate::workflow::Trigger;
 
 /// The push workflows of a config version.
 #[derive(Clone, Default)]
-pub struct Targets(Vec<(String, Vec<SkuPattern>)>);
+pub struct Targets {
+    /// (workflow, its connection, its SKU patterns)
+    targets: Vec<(String, String, Vec<SkuPattern>)>,
+    inventory: InventorySettings,
+}
 
 impl Targets {
     pub fn of(cfg: &ConfigSet) -> Targets {
-        Targets(
-            cfg.workflows
-                .values()
-                .filter_map(|w| match &w.trigger {
-                    Trigger::StockChange { skus, .. } => Some((w.name.clone(), skus.clone())),
-                    _ => None,
-                })
-                .collect(),
-        )
+        let targets: Vec<_> = cfg
+            .workflows
+            .values()
+            .filter_map(|w| match &w.trigger {
+                Trigger::StockChange { skus, .. } => Some((w.name.clone(), w.connection.name.clone(), skus.clone())),
+                _ => None,
+            })
+            .collect();
+        let inventory = if targets.is_empty() { InventorySettings::default() } else { cfg.inventory.clone() };
+        Targets { targets, inventory }
     }
 
-    /// Queue the ledger changes of a transaction for every matching push workflow.
+    /// Queue the ledger changes of a transaction for every matching push
+    /// workflow. A channel that is the SKU's stock master is never pushed
+    /// to: it is where the figure came from.
     pub fn queue(&self, w: &mut WriteTx<'_>, effects: &Effects) -> Result<(), StoreError> {
-        for (workflow, skus) in &self.0 {
+        for (workflow, connection, skus) in &self.targets {
             for (sku, a) in &effects.changed {
-                if !any_matches(skus, sku) {
+                if !any_matches(skus, sku) || self.inventory.master_for(sku) == Some(connection.as_str()) {
                     continue;
                 }
                 let state = match w.push_state(workflow, sku)? {

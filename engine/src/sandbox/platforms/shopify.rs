@@ -334,6 +334,7 @@ async fn graphql(State(sim): State<Arc<ShopifySim>>, Path(version): Path<String>
         .ok()
         .and_then(|v| v.get("query").and_then(Value::as_str).and_then(root_field).map(str::to_string))
         .unwrap_or_default();
+    *sim.requests.lock().unwrap_or_else(|p| p.into_inner()).entry(operation.clone()).or_insert(0) += 1;
     let error_body = json!({"errors": "Internal Server Error"});
     let fault = sim.faults.pick("shopify", &operation);
     if let Some((kind, When::Before)) = &fault {
