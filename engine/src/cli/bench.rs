@@ -14,6 +14,29 @@ pub struct Args {
 
 #[derive(Subcommand)]
 enum Which {
+    /// Reservations per second through the store's serialised, durable writer.
+    Reserve {
+        #[arg(long, default_value_t = 50_000)]
+        reservations: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 100)]
+        skus: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A long waitlist, one stock arrival: how soon the approvals happen.
+    Waitlist {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long, default_value_t = 10_000)]
+        orders: usize,
+        /// Units that arrive.
+        #[arg(long, default_value_t = 100)]
+        arrive: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Orders end to end through separate daemon and sandbox processes.
     E2e {
         #[command(flatten)]
@@ -61,6 +84,36 @@ enum Which {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.which {
+        Which::Reserve { reservations, concurrency, skus, json } => {
+            let r = crate::bench::stock::reserve(reservations, concurrency, skus).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} reservations from {} tasks over {} SKUs in {:.2} s: {:.0} reservations/s, {} durable commits ({:.1} per commit)",
+                    r.reservations,
+                    r.concurrency,
+                    r.skus,
+                    r.seconds,
+                    r.per_second,
+                    r.commits,
+                    r.reservations as f64 / r.commits.max(1) as f64
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Which::Waitlist { config, orders, arrive, json } => {
+            let r = crate::bench::stock::waitlist(&config.config_dir, orders, arrive).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} orders waitlisted ({:.1} s to set up); {} units arrive: all reserved after {:.0} ms, all written back after {:.0} ms",
+                    r.waitlisted, r.setup_s, r.arrived, r.approvals_ms, r.written_back_ms
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Which::E2e { config, orders, seconds, concurrency, workflows, skus, past_orders, workers, json } => {
             let r = crate::bench::e2e::run(crate::bench::e2e::E2eOptions {
                 source: config.config_dir,

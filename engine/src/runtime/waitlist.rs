@@ -40,8 +40,10 @@ pub async fn run(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Vec<String>>)
     }
 }
 
-/// Decide the waitlisted orders of `sku` again; the number approved.
-pub async fn reevaluate(rt: &Runtime, sku: &str) -> Result<usize, StoreError> {
+/// Decide the waitlisted orders of `sku` again; the number approved. The
+/// decisions are taken one by one, in line order; their write-backs run
+/// alongside.
+pub async fn reevaluate(rt: &Arc<Runtime>, sku: &str) -> Result<usize, StoreError> {
     let mut approved = 0;
     for entry in rt.store.waitlist(Some(sku))? {
         let cfg = rt.registry.current();
@@ -107,7 +109,8 @@ pub async fn reevaluate(rt: &Runtime, sku: &str) -> Result<usize, StoreError> {
                 METRICS.inc("ordersync_decisions_total", &[("workflow", &wf.name), ("decision", decision.as_str())]);
                 approved += usize::from(decision == crate::model::Decision::Approve);
                 if writeback {
-                    writeback::run(rt, &cfg, &id, false).await;
+                    let (rt, cfg) = (rt.clone(), cfg.clone());
+                    tokio::spawn(async move { writeback::run(&rt, &cfg, &id, false).await });
                 }
             }
             Committed::Skipped | Committed::Shortfall(_) => {}

@@ -68,6 +68,11 @@ impl Metrics {
         m.get(&(name, labels(pairs))).copied().unwrap_or(0)
     }
 
+    /// Durable transactions committed so far.
+    pub fn counter_commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
     pub fn store_commit(&self, jobs: usize) {
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.committed_jobs.fetch_add(jobs as u64, Ordering::Relaxed);
