@@ -36,7 +36,11 @@ pub async fn reserve(n: usize, concurrency: usize, skus: usize) -> anyhow::Resul
     store
         .write(move |w| {
             for i in 0..skus {
-                w.put_stock(&format!("SKU-{i:05}"), "main", &StockRow { on_hand: 1_000_000_000, reported_at: String::new(), source: "bench".into() })?;
+                w.put_stock(
+                    &format!("SKU-{i:05}"),
+                    "main",
+                    &StockRow { on_hand: 1_000_000_000, reported_at: String::new(), source: "bench".into() },
+                )?;
             }
             Ok(())
         })
@@ -73,7 +77,14 @@ pub async fn reserve(n: usize, concurrency: usize, skus: usize) -> anyhow::Resul
     store.close().await;
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(ReserveReport { reservations: n, concurrency, skus, seconds: took.as_secs_f64(), per_second: n as f64 / took.as_secs_f64(), commits })
+    Ok(ReserveReport {
+        reservations: n,
+        concurrency,
+        skus,
+        seconds: took.as_secs_f64(),
+        per_second: n as f64 / took.as_secs_f64(),
+        commits,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -98,7 +109,8 @@ pub async fn waitlist(source: &std::path::Path, orders: usize, arrive: i64) -> a
     let loc = sandbox.erp.locations()[0].id;
     sandbox.erp.set_stock(sku, loc, 0, orders as i64 * 2, None);
     let dir = BenchDir::create(source, 1, &sandbox.base_url("shopify"), &creds)?;
-    std::fs::copy(source.join("workflows/shopify-stock.yaml"), dir.dir.join("workflows/shopify-stock.yaml")).context("copying the stock workflow")?;
+    std::fs::copy(source.join("workflows/shopify-stock.yaml"), dir.dir.join("workflows/shopify-stock.yaml"))
+        .context("copying the stock workflow")?;
     let instance = dir.dir.join("ordersync.yaml");
     let text = std::fs::read_to_string(&instance)?;
     std::fs::write(&instance, format!("{text}    rate_limit:\n      per_second: 1000000000\n      burst: 1000000000\n"))?;
