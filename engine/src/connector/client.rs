@@ -284,9 +284,15 @@ impl HttpClient {
             CallError::Failed { message, retryable, ambiguous, retry_after, summary: Box::new(summary) }
         };
 
+        let settle = |body: &Value| {
+            if let Some(limit) = &conn.rate_limit {
+                state.bucket.settle(limit, body);
+            }
+        };
         let response = match builder.send().await {
             Ok(r) => r,
             Err(e) => {
+                settle(&Value::Null);
                 summary.duration_ms = started.elapsed().as_millis() as u64;
                 let what = if e.is_timeout() {
                     "timed out"
@@ -312,15 +318,14 @@ impl HttpClient {
         let bytes = match read_limited(response).await {
             Ok(b) => b,
             Err(e) => {
+                settle(&Value::Null);
                 summary.duration_ms = started.elapsed().as_millis() as u64;
                 return Err(fail(summary, format!("reading the answer to {} failed: {}", req.name, root_cause(&e)), true, true, None));
             }
         };
         summary.duration_ms = started.elapsed().as_millis() as u64;
         let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-        if let Some(limit) = &conn.rate_limit {
-            state.bucket.settle(limit, &body);
-        }
+        settle(&body);
 
         let rules = &conn.connector.errors;
         if let Some(t) = &rules.throttled {

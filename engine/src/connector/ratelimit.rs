@@ -24,12 +24,20 @@ pub struct RateLimit {
 
 /// The bucket of one connection; it outlives config versions.
 pub struct Bucket {
-    state: Mutex<(f64, Instant)>,
+    state: Mutex<State>,
+}
+
+struct State {
+    tokens: f64,
+    at: Instant,
+    /// Cost of requests sent and not yet answered: the platform may already
+    /// have charged them when it reports its balance.
+    in_flight: f64,
 }
 
 impl Default for Bucket {
     fn default() -> Self {
-        Bucket { state: Mutex::new((f64::NAN, Instant::now())) }
+        Bucket { state: Mutex::new(State { tokens: f64::NAN, at: Instant::now(), in_flight: 0.0 }) }
     }
 }
 
@@ -40,35 +48,37 @@ impl Bucket {
             let wait = {
                 let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
-                if s.0.is_nan() {
-                    *s = (spec.burst, now);
+                if s.tokens.is_nan() {
+                    s.tokens = spec.burst;
+                    s.at = now;
                 }
-                s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * spec.per_second).min(spec.burst);
-                s.1 = now;
-                if s.0 >= spec.cost.min(spec.burst) {
-                    s.0 -= spec.cost;
+                s.tokens = (s.tokens + now.duration_since(s.at).as_secs_f64() * spec.per_second).min(spec.burst);
+                s.at = now;
+                if s.tokens >= spec.cost.min(spec.burst) {
+                    s.tokens -= spec.cost;
+                    s.in_flight += spec.cost;
                     return;
                 }
-                Duration::from_secs_f64(((spec.cost - s.0) / spec.per_second.max(1e-9)).min(60.0))
+                Duration::from_secs_f64(((spec.cost - s.tokens) / spec.per_second.max(1e-9)).min(60.0))
             };
             tokio::time::sleep(wait).await;
         }
     }
 
-    /// Correct the bucket with what the answer says about cost and balance.
+    /// The request is answered (or failed): correct the bucket with what the
+    /// answer says about its cost and the platform's balance.
     pub fn settle(&self, spec: &RateLimit, body: &Value) {
         let num = |p: &Option<JsonPath>| p.as_ref().and_then(|p| p.first(body)).and_then(Value::as_f64);
         let (actual, available) = (num(&spec.actual_cost), num(&spec.available));
-        if actual.is_none() && available.is_none() {
-            return;
-        }
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.in_flight = (s.in_flight - spec.cost).max(0.0);
         if let Some(a) = actual {
-            s.0 += spec.cost - a;
+            s.tokens += spec.cost - a;
         }
         if let Some(left) = available {
-            s.0 = left.min(spec.burst);
-            s.1 = Instant::now();
+            // The platform's balance, less what is on its way to it.
+            s.tokens = (left - s.in_flight).min(spec.burst);
+            s.at = Instant::now();
         }
     }
 }
