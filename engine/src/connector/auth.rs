@@ -1,4 +1,7 @@
-//! Applying a connector's auth scheme to an outgoing request.
+//! Authenticating an outgoing request: the headers a connector's auth
+//! scheme adds, with the connection's secrets.
+
+use base64::Engine as _;
 
 use super::{Auth, Connection};
 
@@ -9,14 +12,15 @@ pub struct MissingSecret {
     pub secret: String,
 }
 
-pub fn apply(conn: &Connection, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, MissingSecret> {
+/// The headers that authenticate a request of `conn`.
+pub fn headers(conn: &Connection) -> Result<Vec<(String, String)>, MissingSecret> {
     let need = |name: &str| conn.secret(name).ok_or_else(|| MissingSecret { connection: conn.name.clone(), secret: name.to_string() });
     Ok(match &conn.connector.auth {
-        Auth::None => req,
-        Auth::Header { header, secret, prefix } => {
-            let value = format!("{prefix}{}", need(secret)?.expose());
-            req.header(header.as_str(), value)
+        Auth::None => Vec::new(),
+        Auth::Header { header, secret, prefix } => vec![(header.clone(), format!("{prefix}{}", need(secret)?.expose()))],
+        Auth::Basic { username, password } => {
+            let pair = format!("{}:{}", need(username)?.expose(), need(password)?.expose());
+            vec![("Authorization".into(), format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))]
         }
-        Auth::Basic { username, password } => req.basic_auth(need(username)?.expose(), Some(need(password)?.expose())),
     })
 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::ratelimit::Bucket;
 use super::retry::parse_retry_after;
 use super::{Body, Connection, JsonTemplate, RequestSpec, auth};
-use crate::adapters::template::{RenderFailure, Templates};
+use crate::adapters::template::{RenderFailure, Templates, percent_encode};
 use crate::connector::extract::extract_object;
 use crate::telemetry::redact::redact;
 
@@ -103,6 +103,73 @@ enum Checked {
     Unknown(CallError),
 }
 
+/// A request ready to go: what a transport sends.
+#[derive(Debug, Clone)]
+pub struct PreparedRequest {
+    pub method: &'static str,
+    /// The full URL, query included.
+    pub url: String,
+    /// The rendered path (after the base URL), for summaries.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+/// A platform's answer as a transport got it.
+#[derive(Debug, Clone, Default)]
+pub struct RawResponse {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+/// Why a transport got no answer.
+#[derive(Debug, Clone)]
+pub struct TransportError {
+    pub message: String,
+    /// The request may have reached the platform.
+    pub ambiguous: bool,
+}
+
+/// Answers a request without a network (workflow tests).
+pub type Responder = Arc<dyn Fn(&RequestSpec, &PreparedRequest, &Value) -> Result<RawResponse, TransportError> + Send + Sync>;
+
+/// How requests reach the platforms.
+#[derive(Clone, Default)]
+pub enum Transport {
+    #[default]
+    Http,
+    Scripted(Responder),
+}
+
+async fn send_http(client: &reqwest::Client, p: &PreparedRequest, timeout: Duration) -> Result<RawResponse, TransportError> {
+    let method = reqwest::Method::from_bytes(p.method.as_bytes()).expect("static method names are valid");
+    let mut builder = client.request(method, &p.url).timeout(timeout);
+    for (k, v) in &p.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    if let Some(b) = &p.body {
+        builder = builder.body(b.clone());
+    }
+    let response = builder.send().await.map_err(|e| {
+        let what = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "could not connect"
+        } else {
+            "failed in transport"
+        };
+        // A refused connection never reached the platform; anything later might have.
+        TransportError { message: format!("{what}: {}", root_cause(&e)), ambiguous: !e.is_connect() }
+    })?;
+    let status = response.status().as_u16();
+    let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+    let body = read_limited(response)
+        .await
+        .map_err(|e| TransportError { message: format!("reading the answer failed: {}", root_cause(&e)), ambiguous: true })?;
+    Ok(RawResponse { status, retry_after, body })
+}
+
 /// Per-connection transport state that outlives config versions.
 struct ConnState {
     client: reqwest::Client,
@@ -115,11 +182,17 @@ struct ConnState {
 #[derive(Clone, Default)]
 pub struct HttpClient {
     states: Arc<Mutex<HashMap<String, Arc<ConnState>>>>,
+    transport: Transport,
 }
 
 impl HttpClient {
     pub fn new() -> anyhow::Result<Self> {
         Ok(HttpClient::default())
+    }
+
+    /// A client whose requests are answered by `responder`, never sent.
+    pub fn scripted(responder: Responder) -> Self {
+        HttpClient { states: Default::default(), transport: Transport::Scripted(responder) }
     }
 
     fn state(&self, conn: &Connection) -> Result<Arc<ConnState>, CallError> {
@@ -225,45 +298,55 @@ impl HttpClient {
         }
     }
 
-    /// One attempt.
-    pub async fn call(&self, templates: &Templates, conn: &Connection, req: &RequestSpec, ctx: &Value) -> Result<Exchange, CallError> {
-        let state = self.state(conn)?;
+    /// Render a request: URL (base, path, query), headers (auth included), body.
+    pub fn prepare(&self, templates: &Templates, conn: &Connection, req: &RequestSpec, ctx: &Value) -> Result<PreparedRequest, CallError> {
         let path = templates.render(&req.path, ctx)?;
-        let url = format!("{}{}", conn.base_url.trim_end_matches('/'), path);
-        let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes()).expect("static method names are valid");
-        let mut builder = state.client.request(method, &url).timeout(req.timeout);
-        if !req.query.is_empty() {
-            let mut pairs = Vec::with_capacity(req.query.len());
-            for (k, t) in &req.query {
-                // A parameter that renders empty is left out (e.g. no cursor on a first poll).
-                let v = templates.render(t, ctx)?;
-                if !v.is_empty() {
-                    pairs.push((k.as_str(), v));
-                }
+        let mut url = format!("{}{}", conn.base_url.trim_end_matches('/'), path);
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        for (k, t) in &req.query {
+            // A parameter that renders empty is left out (e.g. no cursor on a first poll).
+            let v = templates.render(t, ctx)?;
+            if !v.is_empty() {
+                url.push(sep);
+                url.push_str(&percent_encode(k));
+                url.push('=');
+                url.push_str(&percent_encode(&v));
+                sep = '&';
             }
-            builder = builder.query(&pairs);
         }
+        let mut headers = Vec::with_capacity(req.headers.len() + 4);
         for (k, t) in conn.connector.default_headers.iter().chain(req.headers.iter()) {
-            builder = builder.header(k.as_str(), templates.render(t, ctx)?);
+            headers.push((k.clone(), templates.render(t, ctx)?));
         }
-        builder = match &req.body {
-            Body::None => builder,
+        let body = match &req.body {
+            Body::None => None,
             Body::Json(t) => {
                 let v = render_json(templates, t, ctx)?;
-                builder.header("content-type", "application/json").body(serde_json::to_vec(&v).expect("JSON values serialize"))
+                headers.push(("content-type".into(), "application/json".into()));
+                Some(serde_json::to_vec(&v).expect("JSON values serialize"))
             }
             Body::Text { template, content_type } => {
-                builder.header("content-type", content_type.as_str()).body(templates.render(template, ctx)?)
+                headers.push(("content-type".into(), content_type.clone()));
+                Some(templates.render(template, ctx)?.into_bytes())
             }
             Body::Form(fields) => {
                 let mut pairs = Vec::with_capacity(fields.len());
                 for (k, t) in fields {
                     pairs.push((k.as_str(), templates.render(t, ctx)?));
                 }
-                builder.header("content-type", "application/x-www-form-urlencoded").body(form_encode(&pairs))
+                headers.push(("content-type".into(), "application/x-www-form-urlencoded".into()));
+                Some(form_encode(&pairs).into_bytes())
             }
         };
-        let builder = auth::apply(conn, builder).map_err(|e| CallError::Render(e.to_string()))?;
+        headers.extend(auth::headers(conn).map_err(|e| CallError::Render(e.to_string()))?);
+        Ok(PreparedRequest { method: req.method.as_str(), url, path, headers, body })
+    }
+
+    /// One attempt.
+    pub async fn call(&self, templates: &Templates, conn: &Connection, req: &RequestSpec, ctx: &Value) -> Result<Exchange, CallError> {
+        let prepared = self.prepare(templates, conn, req, ctx)?;
+        let path = prepared.path.clone();
+        let state = self.state(conn)?;
         if let Some(limit) = &conn.rate_limit {
             state.bucket.acquire(limit).await;
         }
@@ -283,46 +366,34 @@ impl HttpClient {
             summary.error = Some(message.clone());
             CallError::Failed { message, retryable, ambiguous, retry_after, summary: Box::new(summary) }
         };
-
         let settle = |body: &Value| {
             if let Some(limit) = &conn.rate_limit {
                 state.bucket.settle(limit, body);
             }
         };
-        let response = match builder.send().await {
+
+        let answer = match &self.transport {
+            Transport::Http => send_http(&state.client, &prepared, req.timeout).await,
+            Transport::Scripted(responder) => responder(req, &prepared, ctx),
+        };
+        let response = match answer {
             Ok(r) => r,
             Err(e) => {
                 settle(&Value::Null);
                 summary.duration_ms = started.elapsed().as_millis() as u64;
-                let what = if e.is_timeout() {
-                    "timed out"
-                } else if e.is_connect() {
-                    "could not connect"
-                } else {
-                    "failed in transport"
-                };
-                // A refused connection never reached the platform; anything later might have.
-                let ambiguous = !e.is_connect();
                 return Err(fail(
                     summary,
-                    format!("{} {} {what}: {}", req.method.as_str(), summary_path(&path), root_cause(&e)),
+                    format!("{} {} {}", req.method.as_str(), summary_path(&path), e.message),
                     true,
-                    ambiguous,
+                    e.ambiguous,
                     None,
                 ));
             }
         };
-        let status = response.status().as_u16();
+        let status = response.status;
         summary.status = Some(status);
-        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-        let bytes = match read_limited(response).await {
-            Ok(b) => b,
-            Err(e) => {
-                settle(&Value::Null);
-                summary.duration_ms = started.elapsed().as_millis() as u64;
-                return Err(fail(summary, format!("reading the answer to {} failed: {}", req.name, root_cause(&e)), true, true, None));
-            }
-        };
+        let retry_after = response.retry_after;
+        let bytes = response.body;
         summary.duration_ms = started.elapsed().as_millis() as u64;
         let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         settle(&body);
@@ -434,6 +505,5 @@ pub fn render_json(templates: &Templates, t: &JsonTemplate, ctx: &Value) -> Resu
 }
 
 fn form_encode(pairs: &[(&str, String)]) -> String {
-    use crate::adapters::template::percent_encode;
     pairs.iter().map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect::<Vec<_>>().join("&")
 }
