@@ -43,4 +43,5 @@ pub mod runtime;
 pub mod sandbox;
 pub mod store;
 pub mod telemetry;
+pub mod testing;
 pub mod workflow;

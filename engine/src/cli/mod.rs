@@ -9,6 +9,7 @@ mod run;
 mod sandbox;
 mod status;
 mod stock;
+mod test;
 mod validate;
 
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ enum Command {
     Run(run::Args),
     /// Check the whole config set; print every error, or a one-line summary.
     Validate(validate::Args),
+    /// Run workflow test files (workflows/tests/*.test.yaml) offline.
+    Test(test::Args),
     /// Run the engine against the built-in sandbox with a stream of sample orders.
     Demo(demo::Args),
     /// Serve the simulated platforms on their own (for integrators and benchmarks).
@@ -73,13 +76,14 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Command::Validate(_) if std::env::var_os("RUST_LOG").is_none() => {}
+        Command::Validate(_) | Command::Test(_) if std::env::var_os("RUST_LOG").is_none() => {}
         // The demo prints its own report; only warnings and errors are logged.
         Command::Demo(_) | Command::Bench(_) => telemetry::init_logging_with(cli.log_format, "warn"),
         _ => telemetry::init_logging(cli.log_format),
     }
     let result = match cli.command {
         Command::Validate(a) => return validate::run(a),
+        Command::Test(a) => return test::run(a),
         Command::Run(a) => runtime().block_on(run::run(a)),
         Command::Demo(a) => runtime().block_on(demo::run(a)),
         Command::Sandbox(a) => runtime().block_on(sandbox::run(a)),

@@ -52,12 +52,14 @@ impl ConfigPaths {
 pub struct LoadOptions {
     /// Read every referenced secret now (the daemon does; `validate` need not).
     pub resolve_secrets: bool,
+    /// Give every declared secret a stand-in value instead (workflow tests).
+    pub fake_secrets: bool,
     pub rule_limits: RuleLimits,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { resolve_secrets: true, rule_limits: RuleLimits::default() }
+        LoadOptions { resolve_secrets: true, fake_secrets: false, rule_limits: RuleLimits::default() }
     }
 }
 
@@ -161,7 +163,7 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
     let instance = instance_src.as_ref().and_then(|f| parse::<InstanceFile>(f, &mut c.diags).map(|p| (f.path.clone(), p)));
     c.instance_broken = instance.is_none();
     let connection_drafts = match &instance {
-        Some((path, parsed)) => c.connections(path, parsed, &connectors, opts.resolve_secrets),
+        Some((path, parsed)) => c.connections(path, parsed, &connectors, opts.resolve_secrets, opts.fake_secrets),
         None => BTreeMap::new(),
     };
     let inventory = match &instance {

@@ -69,6 +69,20 @@ impl Registry {
         }
     }
 
+    /// A registry over a set already loaded and numbered (workflow tests).
+    pub fn from_live(set: Arc<ConfigSet>, paths: ConfigPaths) -> Self {
+        let state = ReloadState { version: set.version, hash: set.hash.clone(), last_result: "ok".into(), ..ReloadState::default() };
+        let (versions, _) = watch::channel(set.version);
+        Registry {
+            live: ArcSwap::new(set),
+            state: Mutex::new(state),
+            paths,
+            load_options: LoadOptions { resolve_secrets: false, fake_secrets: true, ..LoadOptions::default() },
+            reloading: tokio::sync::Mutex::new(()),
+            versions,
+        }
+    }
+
     pub fn current(&self) -> Arc<ConfigSet> {
         self.live.load_full()
     }
