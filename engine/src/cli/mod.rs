@@ -5,8 +5,10 @@ mod client;
 mod demo;
 mod dlq;
 mod reload;
+mod rules;
 mod run;
 mod sandbox;
+mod schema;
 mod status;
 mod stock;
 mod test;
@@ -55,6 +57,10 @@ enum Command {
     Validate(validate::Args),
     /// Run workflow test files (workflows/tests/*.test.yaml) offline.
     Test(test::Args),
+    /// Try a rule on orders, or compare two versions of it.
+    Rules(rules::Args),
+    /// Write the JSON Schemas of the config files (for editors).
+    Schema(schema::Args),
     /// Run the engine against the built-in sandbox with a stream of sample orders.
     Demo(demo::Args),
     /// Serve the simulated platforms on their own (for integrators and benchmarks).
@@ -76,7 +82,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Command::Validate(_) | Command::Test(_) if std::env::var_os("RUST_LOG").is_none() => {}
+        Command::Validate(_) | Command::Test(_) | Command::Rules(_) if std::env::var_os("RUST_LOG").is_none() => {}
         // The demo prints its own report; only warnings and errors are logged.
         Command::Demo(_) | Command::Bench(_) => telemetry::init_logging_with(cli.log_format, "warn"),
         _ => telemetry::init_logging(cli.log_format),
@@ -84,6 +90,20 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(a) => return validate::run(a),
         Command::Test(a) => return test::run(a),
+        Command::Schema(a) => match schema::run(a) {
+            Ok(code) => return code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::Rules(a) => match rules::run(a) {
+            Ok(code) => return code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
         Command::Run(a) => runtime().block_on(run::run(a)),
         Command::Demo(a) => runtime().block_on(demo::run(a)),
         Command::Sandbox(a) => runtime().block_on(sandbox::run(a)),

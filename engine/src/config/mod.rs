@@ -9,6 +9,7 @@ pub mod compile;
 pub mod diagnostic;
 mod load;
 pub mod raw;
+pub mod schema;
 pub mod secret;
 pub mod yaml;
 

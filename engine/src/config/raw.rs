@@ -6,13 +6,14 @@
 
 use std::collections::BTreeMap;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 // ---------------------------------------------------------------- connectors
 
 /// `connectors.d/<name>.yaml`: how to talk to one platform's API.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorFile {
     /// The connector's name, referenced by connections.
@@ -48,7 +49,7 @@ pub struct ConnectorFile {
     pub requests: BTreeMap<String, RequestRaw>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValueDecl {
     #[serde(default)]
@@ -57,7 +58,7 @@ pub struct ValueDecl {
     pub default: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretDecl {
     #[serde(default)]
@@ -68,7 +69,7 @@ pub struct SecretDecl {
 }
 
 /// How every request authenticates.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthRaw {
     #[default]
@@ -86,7 +87,7 @@ pub enum AuthRaw {
     Basic { username: String, password: String },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRaw {
     pub signature: Option<SignatureRaw>,
@@ -99,7 +100,7 @@ pub struct WebhookRaw {
     pub max_body_bytes: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureRaw {
     /// Header carrying the signature.
@@ -116,7 +117,7 @@ pub struct SignatureRaw {
     pub signed: SignedBytes,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SignatureAlgorithm {
     HmacSha256,
@@ -124,14 +125,14 @@ pub enum SignatureAlgorithm {
     HmacSha512,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureEncoding {
     Base64,
     Hex,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SignedBytes {
     /// The raw request body.
@@ -141,7 +142,7 @@ pub enum SignedBytes {
     UrlAndBody,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryRaw {
     /// Attempts in all, the first included (default 8).
@@ -157,7 +158,7 @@ pub struct RetryRaw {
 }
 
 /// A token bucket per connection; each request takes `cost` tokens.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitRaw {
     /// Tokens added per second.
@@ -172,7 +173,7 @@ pub struct RateLimitRaw {
     pub available: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestDefaultsRaw {
     pub timeout_ms: Option<u64>,
@@ -182,7 +183,7 @@ pub struct RequestDefaultsRaw {
     pub headers: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorsRaw {
     /// JSONPath to error messages; any match marks the response as failed.
@@ -191,7 +192,7 @@ pub struct ErrorsRaw {
     pub throttled: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockSemanticsRaw {
     /// `true` when the platform's reported quantity already excludes its own
@@ -200,7 +201,7 @@ pub struct StockSemanticsRaw {
     pub reported_excludes_open_orders: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HttpMethod {
     Get,
@@ -210,7 +211,7 @@ pub enum HttpMethod {
     Delete,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestRaw {
     #[serde(default)]
@@ -243,7 +244,7 @@ pub struct RequestRaw {
     pub check: Option<CheckRaw>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckRaw {
     /// A request of the same connector that reads the current state.
@@ -259,7 +260,7 @@ pub enum ExtractRaw {
     Spec(ExtractSpecRaw),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtractSpecRaw {
     /// JSONPath of the value; the first match is taken.
@@ -276,6 +277,20 @@ pub struct ExtractSpecRaw {
     /// Fail when `path` matches nothing (and there is no default).
     #[serde(default)]
     pub required: bool,
+}
+
+impl JsonSchema for ExtractRaw {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Extract".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let spec = generator.subschema_for::<ExtractSpecRaw>();
+        json_schema!({
+            "description": "A JSONPath (its first match), or a map with one of `path`, `all`, `sum`, `each`.",
+            "oneOf": [{ "type": "string" }, spec]
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for ExtractRaw {
@@ -302,7 +317,7 @@ impl<'de> Deserialize<'de> for ExtractRaw {
 /// `workflows/<name>.yaml`: one business flow of one connection. Its kind
 /// follows from what it has: `order` (decide new orders), `stock_update`
 /// (feed the stock ledger) or `push` (send stock changes to a channel).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowFile {
     /// The workflow's name; webhooks arrive at `/hooks/<name>`.
@@ -331,7 +346,7 @@ pub struct WorkflowFile {
 }
 
 /// Exactly one kind of trigger.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerRaw {
     /// Signed deliveries at `/hooks/<workflow>`.
@@ -342,7 +357,7 @@ pub struct TriggerRaw {
     pub stock_change: Option<StockChangeTriggerRaw>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookTriggerRaw {
     /// Accepted values of the connector's event header; others are acknowledged and ignored.
@@ -350,7 +365,7 @@ pub struct WebhookTriggerRaw {
     pub events: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PollTriggerRaw {
     /// The connector request to send. It sees `cursor` (the watermark of the
@@ -375,7 +390,7 @@ pub struct PollTriggerRaw {
     pub max_pages: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockChangeTriggerRaw {
     /// SKU patterns (`*` matches any run of characters); none means every SKU.
@@ -385,7 +400,7 @@ pub struct StockChangeTriggerRaw {
     pub min_change: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderMappingRaw {
     pub external_id: String,
@@ -408,12 +423,26 @@ pub enum ConditionRaw {
     Spec(ConditionSpecRaw),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionSpecRaw {
     pub path: String,
     #[serde(default)]
     pub equals: Vec<Value>,
+}
+
+impl JsonSchema for ConditionRaw {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Condition".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let spec = generator.subschema_for::<ConditionSpecRaw>();
+        json_schema!({
+            "description": "A JSONPath that holds when it matches something other than null, false or empty; or `path` with `equals`.",
+            "oneOf": [{ "type": "string" }, spec]
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for ConditionRaw {
@@ -435,7 +464,7 @@ impl<'de> Deserialize<'de> for ConditionRaw {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerMappingRaw {
     pub id: Option<String>,
@@ -443,7 +472,7 @@ pub struct CustomerMappingRaw {
     pub group: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinesMappingRaw {
     /// JSONPath of the line items in the payload.
@@ -454,7 +483,7 @@ pub struct LinesMappingRaw {
     pub location: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockLookupRaw {
     /// Connector request run once per SKU with `sku` in its context. It must
@@ -464,7 +493,7 @@ pub struct StockLookupRaw {
     pub request: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockUpdateRaw {
     /// JSONPath of the changed items in a payload or polled record (default `$`).
@@ -478,7 +507,7 @@ pub struct StockUpdateRaw {
     pub request: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionStepsRaw {
     #[serde(default)]
@@ -489,7 +518,7 @@ pub struct DecisionStepsRaw {
     pub waitlist: Vec<StepRaw>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepRaw {
     /// The connector request to send.
@@ -509,7 +538,7 @@ pub struct StepRaw {
 // ------------------------------------------------------------------ instance
 
 /// The instance config: this installation's connections and settings.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceFile {
     /// Address of the HTTP listener (default `127.0.0.1:8080`).
@@ -527,7 +556,7 @@ pub struct InstanceFile {
     pub inventory: InventoryRaw,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InventoryRaw {
     /// Which connection's reported on-hand is the truth, per SKU pattern;
@@ -540,7 +569,7 @@ pub struct InventoryRaw {
     pub safety_stock: Vec<SafetyStockRaw>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MasterRaw {
     pub connection: String,
@@ -549,14 +578,14 @@ pub struct MasterRaw {
     pub skus: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SafetyStockRaw {
     pub skus: String,
     pub units: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionRaw {
     /// The connector this connection uses.
