@@ -174,3 +174,31 @@ fn validate_prints_every_error_and_exits_1() {
     assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: "));
 }
+
+#[test]
+fn validate_lints_templates_steps_and_decisions() {
+    let b = Broken::new("lint");
+    // A field the canonical order lacks, and a step read before it runs.
+    b.edit(
+        "connectors.d/shopify.yaml",
+        "staffNote: \"Rejected by ordersync: {{decision.reason}}\"",
+        "staffNote: \"Rejected: {{decision.reason}} {{order.nmber}}\"",
+    );
+    let hold = b.edit("workflows/shopify-orders.yaml", "    - request: fulfillment_orders\n    - request: hold_fulfillment_order", "    - request: hold_fulfillment_order\n      for_each: \"{{steps.fulfillment_orders.ids}}\"\n    - request: fulfillment_orders\n    - request: add_tags\n      name: again");
+    // A rule that never waitlists.
+    std::fs::write(b.dir.join("workflows/rules/amusement-machines.rhai"), "#{ decision: \"approve\" }\n").unwrap();
+    let set = load(&ConfigPaths::new(&b.dir, None), LoadOptions { resolve_secrets: false, ..LoadOptions::default() }).unwrap();
+    let text: Vec<String> = set.warnings.iter().map(|w| w.to_string()).collect();
+    let all = text.join("\n");
+    assert!(all.contains("reads `order.nmber`: the canonical order has no `nmber`"), "{all}");
+    assert!(all.contains("no step `fulfillment_orders` runs before `hold_fulfillment_order`"), "{all}");
+    assert!(all.contains("never decides `waitlist`"), "{all}");
+    assert!(all.contains("never decides `reject`"), "{all}");
+    let w = set.warnings.iter().find(|w| w.message.contains("no step `fulfillment_orders`")).unwrap();
+    assert_eq!(w.line, hold, "{w}");
+
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_ordersync")).args(["validate", "--deny-warnings", "--config-dir"]).arg(&b.dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: "));
+}

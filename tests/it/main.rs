@@ -9,3 +9,4 @@ mod inventory;
 mod reload;
 mod shopify;
 mod support;
+mod workflow_tests;

@@ -12,14 +12,21 @@ pub struct Args {
     /// Also read every secret the connections reference.
     #[arg(long)]
     secrets: bool,
+    /// Fail on warnings (lints) too.
+    #[arg(long)]
+    deny_warnings: bool,
 }
 
 pub fn run(args: Args) -> ExitCode {
     let paths = args.config.paths();
     match load(&paths, LoadOptions { resolve_secrets: args.secrets, ..LoadOptions::default() }) {
         Ok(set) => {
-            println!("ok: {}", set.summary());
-            ExitCode::SUCCESS
+            for w in &set.warnings {
+                eprintln!("warning: {w}");
+            }
+            let warned = if set.warnings.is_empty() { String::new() } else { format!(", {} warning(s)", set.warnings.len()) };
+            println!("ok: {}{warned}", set.summary());
+            if args.deny_warnings && !set.warnings.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
         }
         Err(diags) => {
             for d in &diags.0 {

@@ -131,6 +131,7 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
 
     let mut connectors = BTreeMap::new();
     let mut connector_files: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut connector_spans: BTreeMap<String, (PathBuf, super::yaml::SpanIndex)> = BTreeMap::new();
     for f in &connector_srcs {
         let Some(parsed) = parse::<ConnectorFile>(f, &mut c.diags) else {
             // Its name is unknown; by convention it is the file's stem.
@@ -150,6 +151,7 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
             continue;
         }
         connector_files.insert(name.clone(), f.path.clone());
+        connector_spans.insert(name.clone(), (f.path.clone(), parsed.spans.clone()));
         match c.connector(&f.path, &parsed) {
             Some(conn) => {
                 connectors.insert(name, Arc::new(conn));
@@ -262,6 +264,13 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
         })
         .unwrap_or_default();
 
+    let rule_texts: BTreeMap<PathBuf, String> = rule_srcs.iter().map(|f| (f.path.clone(), f.text.clone())).collect();
+    let mut warnings = super::lint::lint(
+        &connectors,
+        &workflows,
+        &super::lint::Sources { connectors: &connector_spans, workflows: &spans, rules: &rule_texts },
+    );
+    warnings.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
     let mut diags = std::mem::take(&mut c.diags);
     if !diags.is_empty() {
         diags.sort();
@@ -281,6 +290,7 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
         templates,
         rules: c.rules,
         file_count,
+        warnings,
     })
 }
 

@@ -7,6 +7,7 @@
 
 pub mod compile;
 pub mod diagnostic;
+pub mod lint;
 mod load;
 pub mod raw;
 pub mod schema;
@@ -44,6 +45,8 @@ pub struct ConfigSet {
     pub rules: RuleEngine,
     /// Files read, for the summary line.
     pub file_count: usize,
+    /// Probable mistakes that do not stop the set (see `lint`).
+    pub warnings: Vec<diagnostic::Diagnostic>,
 }
 
 #[derive(Debug, Clone, Default)]

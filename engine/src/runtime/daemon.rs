@@ -62,6 +62,9 @@ impl Daemon {
         let listen = opts.listen.clone().or_else(|| cfg.instance.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         let workers = opts.workers.or(cfg.instance.workers).unwrap_or(DEFAULT_WORKERS).max(1);
         tracing::info!(config = %cfg.summary(), state = %state_path.display(), "config loaded");
+        for w in &cfg.warnings {
+            tracing::warn!("config: {w}");
+        }
 
         let (queue, rx) = mpsc::unbounded_channel();
         let (waitlist, waitlist_rx) = mpsc::unbounded_channel();
