@@ -134,8 +134,8 @@ fn bad_templates_point_into_the_template() {
     let b = Broken::new("template-block");
     let line = b.edit(
         "connectors.d/shopify.yaml",
-        "inventoryAdjustQuantities(input: $input) @idempotent(key: \"{{idempotency_key}}\")",
-        "inventoryAdjustQuantities(input: $input) @idempotent(key: \"{{idempotency_key}\")",
+        "inventorySetQuantities(input: $input) @idempotent(key: \"{{idempotency_key}}\")",
+        "inventorySetQuantities(input: $input) @idempotent(key: \"{{idempotency_key}\")",
     );
     b.expect("shopify.yaml", line, "invalid template");
 }

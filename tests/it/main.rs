@@ -4,6 +4,7 @@
 
 mod config;
 mod delivery;
+mod guide;
 mod intake;
 mod inventory;
 mod reload;

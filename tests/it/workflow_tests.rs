@@ -126,3 +126,12 @@ fn a_malformed_test_file_is_reported_with_its_position() {
     assert!(out.contains("bad.test.yaml:7:"), "{out}");
     assert!(out.contains("has no request `inventory_by_skus`") && out.contains("did you mean `inventory_by_sku`?"), "{out}");
 }
+
+#[test]
+fn the_guides_platform_passes_its_cases() {
+    let guide = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/guide");
+    let out = Command::new(env!("CARGO_BIN_EXE_ordersync")).arg("test").arg("--config-dir").arg(&guide).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("6 passed, 0 failed"), "{text}");
+}

@@ -35,6 +35,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     opts.shopify_limits.restore_per_second = args.shopify_restore_rate;
     opts.shopify_limits.maximum = opts.shopify_limits.maximum.max(args.shopify_restore_rate * 2.0);
     let creds = opts.shopify.clone();
+    let hub = opts.arcadehub.clone();
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let sandbox = Sandbox::start(listener, opts).await?;
     let today = time::OffsetDateTime::now_utc().date();
@@ -53,6 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let creds_json = json!({
         "addr": sandbox.addr.to_string(),
         "shopify": {"base_url": sandbox.base_url("shopify"), "shop": creds.shop, "access_token": creds.access_token, "webhook_secret": creds.webhook_secret},
+        "arcadehub": {"base_url": sandbox.base_url("arcadehub"), "key_id": hub.key_id, "key_secret": hub.key_secret, "webhook_secret": hub.webhook_secret},
     });
     std::fs::write(&args.credentials_file, serde_json::to_vec_pretty(&creds_json)?)?;
     tracing::info!(addr = %sandbox.addr, credentials = %args.credentials_file.display(), "sandbox ready; control API under /_sandbox");

@@ -26,10 +26,12 @@ use tokio::sync::oneshot;
 
 use erp::{Erp, LineRequest, SimOrder};
 use faults::{FaultRule, Faults};
+use platforms::arcadehub::{ArcadeHubCredentials, ArcadeHubSim};
 use platforms::shopify::{CostLimits, ShopifyCredentials, ShopifySim};
 
 pub struct SandboxOptions {
     pub shopify: ShopifyCredentials,
+    pub arcadehub: ArcadeHubCredentials,
     pub shopify_limits: CostLimits,
     /// Seed of the fault plan's random choices (replay a run with the same seed).
     pub fault_seed: u64,
@@ -43,6 +45,11 @@ impl SandboxOptions {
                 shop: "arcade-supply".into(),
                 access_token: format!("shpat_{}", random_hex(16)),
                 webhook_secret: random_hex(32),
+            },
+            arcadehub: ArcadeHubCredentials {
+                key_id: format!("ak_{}", random_hex(6)),
+                key_secret: random_hex(16),
+                webhook_secret: random_hex(24),
             },
             shopify_limits: CostLimits::default(),
             fault_seed: rand::random(),
@@ -59,6 +66,7 @@ pub struct Sandbox {
     pub addr: SocketAddr,
     pub erp: Arc<Erp>,
     pub shopify: Arc<ShopifySim>,
+    pub arcadehub: Arc<ArcadeHubSim>,
     pub faults: Arc<Faults>,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
@@ -68,6 +76,7 @@ struct Shared {
     erp: Arc<Erp>,
     faults: Arc<Faults>,
     shopify: Arc<ShopifySim>,
+    arcadehub: Arc<ArcadeHubSim>,
     /// Where each platform delivers its webhooks.
     targets: RwLock<HashMap<String, String>>,
 }
@@ -78,9 +87,18 @@ impl Sandbox {
         let erp = Arc::new(Erp::new());
         let faults = Arc::new(Faults::new(opts.fault_seed));
         let shopify = ShopifySim::new(erp.clone(), faults.clone(), opts.shopify, opts.shopify_limits);
-        let shared =
-            Arc::new(Shared { erp: erp.clone(), faults: faults.clone(), shopify: shopify.clone(), targets: RwLock::new(HashMap::new()) });
-        let app = Router::new().nest("/shopify", shopify.router()).nest("/_sandbox", control(shared.clone()));
+        let arcadehub = ArcadeHubSim::new(erp.clone(), opts.arcadehub);
+        let shared = Arc::new(Shared {
+            erp: erp.clone(),
+            faults: faults.clone(),
+            shopify: shopify.clone(),
+            arcadehub: arcadehub.clone(),
+            targets: RwLock::new(HashMap::new()),
+        });
+        let app = Router::new()
+            .nest("/shopify", shopify.router())
+            .nest("/arcadehub", arcadehub.router())
+            .nest("/_sandbox", control(shared.clone()));
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -90,7 +108,7 @@ impl Sandbox {
                 })
                 .await;
         });
-        Ok(Sandbox { addr, erp, shopify, faults, shared, stop: Some(stop) })
+        Ok(Sandbox { addr, erp, shopify, arcadehub, faults, shared, stop: Some(stop) })
     }
 
     /// Base URL of one simulated platform, for a connection's `base_url`.
@@ -243,6 +261,7 @@ impl Shared {
         let webhook_id = order.extra.get("webhook_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
         match order.platform.as_str() {
             "shopify" => self.shopify.deliver(&target, &order, &webhook_id).await,
+            "arcadehub" => self.arcadehub.deliver(&target, &order, &webhook_id).await,
             other => Err(format!("the sandbox has no platform `{other}`")),
         }
     }

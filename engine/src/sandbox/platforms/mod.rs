@@ -1,3 +1,4 @@
 //! One simulator a platform, each a thin adapter over the mock ERP.
 
+pub mod arcadehub;
 pub mod shopify;
