@@ -11,7 +11,7 @@ pub mod erp;
 pub mod faults;
 pub mod platforms;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
@@ -28,6 +28,7 @@ use erp::{Erp, LineRequest, SimOrder};
 use faults::{FaultRule, Faults};
 use platforms::arcadehub::{ArcadeHubCredentials, ArcadeHubSim};
 use platforms::shopify::{CostLimits, ShopifyCredentials, ShopifySim};
+use platforms::{Delivery, OrderEvent, SimConnection, SimContext, SimPlatform};
 
 pub struct SandboxOptions {
     pub shopify: ShopifyCredentials,
@@ -73,12 +74,13 @@ pub struct Sandbox {
 }
 
 struct Shared {
+    addr: SocketAddr,
     erp: Arc<Erp>,
     faults: Arc<Faults>,
-    shopify: Arc<ShopifySim>,
-    arcadehub: Arc<ArcadeHubSim>,
-    /// Where each platform delivers its webhooks.
+    platforms: BTreeMap<&'static str, Arc<dyn SimPlatform>>,
+    /// Where each platform delivers its webhooks (`platform` or `platform topic`).
     targets: RwLock<HashMap<String, String>>,
+    client: reqwest::Client,
 }
 
 impl Sandbox {
@@ -88,18 +90,26 @@ impl Sandbox {
         let faults = Arc::new(Faults::new(opts.fault_seed));
         let shopify = ShopifySim::new(erp.clone(), faults.clone(), opts.shopify, opts.shopify_limits);
         let arcadehub = ArcadeHubSim::new(erp.clone(), opts.arcadehub);
+        let mut platforms: BTreeMap<&'static str, Arc<dyn SimPlatform>> = BTreeMap::new();
+        platforms.insert(shopify.name(), shopify.clone());
+        platforms.insert(arcadehub.name(), arcadehub.clone());
+        for p in platforms::more_platforms(&SimContext { erp: erp.clone(), faults: faults.clone() }) {
+            platforms.insert(p.name(), p);
+        }
+        let addr = listener.local_addr()?;
+        let mut app = Router::new();
+        for (name, p) in &platforms {
+            app = app.nest(&format!("/{name}"), p.clone().router());
+        }
         let shared = Arc::new(Shared {
+            addr,
             erp: erp.clone(),
             faults: faults.clone(),
-            shopify: shopify.clone(),
-            arcadehub: arcadehub.clone(),
+            platforms,
             targets: RwLock::new(HashMap::new()),
+            client: reqwest::Client::new(),
         });
-        let app = Router::new()
-            .nest("/shopify", shopify.router())
-            .nest("/arcadehub", arcadehub.router())
-            .nest("/_sandbox", control(shared.clone()));
-        let addr = listener.local_addr()?;
+        let app = app.nest("/_sandbox", control(shared.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -113,7 +123,17 @@ impl Sandbox {
 
     /// Base URL of one simulated platform, for a connection's `base_url`.
     pub fn base_url(&self, platform: &str) -> String {
-        format!("http://{}/{platform}", self.addr)
+        self.shared.base_url(platform)
+    }
+
+    /// The simulated platforms, by name.
+    pub fn platforms(&self) -> Vec<&'static str> {
+        self.shared.platforms.keys().copied().collect()
+    }
+
+    /// The values and secrets of a connection to a simulated platform.
+    pub fn connection(&self, platform: &str) -> Option<SimConnection> {
+        self.shared.platforms.get(platform).map(|p| p.connection(&self.base_url(platform)))
     }
 
     /// Where a platform delivers its order webhooks (and any topic without a target of its own).
@@ -126,32 +146,33 @@ impl Sandbox {
         self.shared.targets.write().unwrap_or_else(|p| p.into_inner()).insert(format!("{platform} {topic}"), url.to_string());
     }
 
-    /// The customer cancels on the platform: stock goes back, `orders/cancelled` is sent.
+    /// The customer cancels on the platform: stock goes back, the platform announces it.
     pub async fn cancel_order(&self, order_id: u64) -> Result<u16, String> {
         self.shared.cancel(order_id).await
     }
 
-    /// The order ships: its units leave the warehouse, `orders/fulfilled` and stock updates are sent.
+    /// The order ships: its units leave the warehouse, the platform announces it and its stock change.
     pub async fn ship_order(&self, order_id: u64) -> Result<u16, String> {
         self.shared.ship(order_id).await
     }
 
-    /// Stock arrives (or is counted): set it and send the platform's stock webhook.
+    /// Stock arrives (or is counted): set it and send the platforms' stock webhooks.
     pub async fn restock(&self, sku: &str, on_hand: i64, incoming: i64, eta: Option<&str>) -> Result<(), String> {
         self.shared.restock(sku, on_hand, incoming, eta).await
     }
 
     /// Place an order on a platform and deliver its webhook. Returns the order
-    /// and the HTTP status the daemon answered.
+    /// and the HTTP status the daemon answered, or 0 for a platform that is
+    /// polled (the order waits to be read).
     pub async fn place_order(&self, platform: &str, customer: u64, lines: &[LineRequest]) -> Result<(SimOrder, u16), String> {
         self.shared.place_order(platform, customer, lines).await
     }
 
-    /// Deliver an order's webhook to a given URL (one shop selling through several workflows).
+    /// Deliver an order's creation webhook to a given URL (one shop selling through several workflows).
     pub async fn deliver_to(&self, order_id: u64, url: &str) -> Result<u16, String> {
         let order = self.erp.order(order_id).ok_or_else(|| format!("no order {order_id}"))?;
-        let webhook_id = order.extra.get("webhook_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-        self.shopify.deliver(url, &order, &webhook_id).await
+        let platform = self.shared.platform(&order.platform)?;
+        self.shared.post(url, platform.order_delivery(OrderEvent::Created, &order, url)).await
     }
 
     /// Place an order without delivering its webhook yet (see `redeliver`).
@@ -161,7 +182,7 @@ impl Sandbox {
 
     /// Deliver an order's webhook again with the same delivery id, as a platform retry does.
     pub async fn redeliver(&self, order_id: u64) -> Result<u16, String> {
-        self.shared.deliver(order_id).await
+        self.shared.order_event(order_id, OrderEvent::Created).await
     }
 
     pub async fn stop(mut self) {
@@ -172,7 +193,16 @@ impl Sandbox {
 }
 
 impl Shared {
+    fn base_url(&self, platform: &str) -> String {
+        format!("http://{}/{platform}", self.addr)
+    }
+
+    fn platform(&self, name: &str) -> Result<&Arc<dyn SimPlatform>, String> {
+        self.platforms.get(name).ok_or_else(|| format!("the sandbox has no platform `{name}`"))
+    }
+
     fn create_order(&self, platform: &str, customer: u64, lines: &[LineRequest]) -> Result<SimOrder, String> {
+        self.platform(platform)?;
         let now = crate::clock::format_rfc3339(time::OffsetDateTime::now_utc());
         let order = self.erp.place_order(platform, customer, lines, &now)?;
         let webhook_id = uuid_like();
@@ -182,7 +212,7 @@ impl Shared {
 
     async fn place_order(&self, platform: &str, customer: u64, lines: &[LineRequest]) -> Result<(SimOrder, u16), String> {
         let order = self.create_order(platform, customer, lines)?;
-        let status = self.deliver(order.id).await?;
+        let status = self.order_event(order.id, OrderEvent::Created).await?;
         Ok((order, status))
     }
 
@@ -205,7 +235,7 @@ impl Shared {
             Some(true) => self.erp.release_commitment(order_id),
             Some(false) => {}
         }
-        self.order_event(order_id, "orders/cancelled").await
+        self.order_event(order_id, OrderEvent::Cancelled).await
     }
 
     async fn ship(&self, order_id: u64) -> Result<u16, String> {
@@ -217,7 +247,7 @@ impl Shared {
             self.erp.release_commitment(order_id);
             self.erp.update_order(order_id, |o| o.extra.insert("fulfilled".into(), json!(true)));
         }
-        let status = self.order_event(order_id, "orders/fulfilled").await?;
+        let status = self.order_event(order_id, OrderEvent::Fulfilled).await?;
         for l in &order.lines {
             self.stock_event(&order.platform, &l.sku).await?;
         }
@@ -227,43 +257,41 @@ impl Shared {
     async fn restock(&self, sku: &str, on_hand: i64, incoming: i64, eta: Option<&str>) -> Result<(), String> {
         let loc = self.erp.locations().first().map(|l| l.id).ok_or("no locations")?;
         self.erp.set_stock(sku, loc, on_hand, incoming, eta);
-        self.stock_event("shopify", sku).await
-    }
-
-    async fn order_event(&self, order_id: u64, topic: &str) -> Result<u16, String> {
-        let order = self.erp.order(order_id).ok_or_else(|| format!("no order {order_id}"))?;
-        let target = self.target(&order.platform, topic).ok_or_else(|| format!("no webhook target for {}", order.platform))?;
-        match order.platform.as_str() {
-            "shopify" => self.shopify.deliver_order_event(&target, topic, &order).await,
-            other => Err(format!("the sandbox has no platform `{other}`")),
+        for name in self.platforms.keys() {
+            self.stock_event(name, sku).await?;
         }
+        Ok(())
     }
 
-    /// Send a platform's stock webhook, when a target is set for it.
+    /// Announce an order event; 0 when the platform has no webhook for it (it is polled).
+    async fn order_event(&self, order_id: u64, event: OrderEvent) -> Result<u16, String> {
+        let order = self.erp.order(order_id).ok_or_else(|| format!("no order {order_id}"))?;
+        let platform = self.platform(&order.platform)?;
+        let Some(topic) = platform.order_topic(event) else { return Ok(0) };
+        let url = self.target(&order.platform, topic).ok_or_else(|| format!("no webhook target for {}", order.platform))?;
+        self.post(&url, platform.order_delivery(event, &order, &url)).await
+    }
+
+    /// Send a platform's stock webhooks, when a target is set for its stock topic.
     async fn stock_event(&self, platform: &str, sku: &str) -> Result<(), String> {
-        match platform {
-            "shopify" => {
-                let topic = "inventory_levels/update";
-                let explicit = self.targets.read().unwrap_or_else(|p| p.into_inner()).get(&format!("{platform} {topic}")).cloned();
-                if let Some(url) = explicit {
-                    self.shopify.deliver_stock(&url, sku).await?;
-                }
-                Ok(())
+        let platform = self.platform(platform)?;
+        let Some(topic) = platform.stock_topic() else { return Ok(()) };
+        let explicit = self.targets.read().unwrap_or_else(|p| p.into_inner()).get(&format!("{} {topic}", platform.name())).cloned();
+        if let Some(url) = explicit {
+            for d in platform.stock_deliveries(sku, &url) {
+                self.post(&url, d).await?;
             }
-            _ => Ok(()),
         }
+        Ok(())
     }
 
-    async fn deliver(&self, order_id: u64) -> Result<u16, String> {
-        let order = self.erp.order(order_id).ok_or_else(|| format!("no order {order_id}"))?;
-        let target =
-            self.target(&order.platform, "orders/create").ok_or_else(|| format!("no webhook target set for {}", order.platform))?;
-        let webhook_id = order.extra.get("webhook_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-        match order.platform.as_str() {
-            "shopify" => self.shopify.deliver(&target, &order, &webhook_id).await,
-            "arcadehub" => self.arcadehub.deliver(&target, &order, &webhook_id).await,
-            other => Err(format!("the sandbox has no platform `{other}`")),
+    async fn post(&self, url: &str, delivery: Delivery) -> Result<u16, String> {
+        let mut req = self.client.post(url).body(delivery.body);
+        for (k, v) in delivery.headers {
+            req = req.header(k, v);
         }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        Ok(resp.status().as_u16())
     }
 }
 
@@ -362,13 +390,16 @@ async fn batch(State(s): State<Arc<Shared>>, axum::Json(req): axum::Json<Batch>)
             Ok(o) => o,
             Err(e) => return bad(StatusCode::BAD_REQUEST, e),
         };
-        let webhook_id = order.extra.get("webhook_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-        let (body, headers) = match req.platform.as_str() {
-            "shopify" => s.shopify.delivery(&order, &webhook_id),
-            other => return bad(StatusCode::BAD_REQUEST, format!("the sandbox has no platform `{other}`")),
+        let Ok(platform) = s.platform(&req.platform) else {
+            return bad(StatusCode::BAD_REQUEST, format!("the sandbox has no platform `{}`", req.platform));
         };
-        let headers: serde_json::Map<String, serde_json::Value> = headers.into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-        out.push(json!({"order_id": order.id, "headers": headers, "body": String::from_utf8_lossy(&body)}));
+        let Some(topic) = platform.order_topic(OrderEvent::Created) else {
+            return bad(StatusCode::BAD_REQUEST, format!("{} is polled; it delivers no webhooks", req.platform));
+        };
+        let url = s.target(&req.platform, topic).unwrap_or_default();
+        let d = platform.order_delivery(OrderEvent::Created, &order, &url);
+        let headers: serde_json::Map<String, serde_json::Value> = d.headers.into_iter().map(|(k, v)| (k, json!(v))).collect();
+        out.push(json!({"order_id": order.id, "headers": headers, "body": String::from_utf8_lossy(&d.body)}));
     }
     axum::Json(json!({"deliveries": out})).into_response()
 }
@@ -390,7 +421,7 @@ async fn order(State(s): State<Arc<Shared>>, Path(id): Path<u64>) -> Response {
 }
 
 async fn redeliver(State(s): State<Arc<Shared>>, Path(id): Path<u64>) -> Response {
-    match s.deliver(id).await {
+    match s.order_event(id, OrderEvent::Created).await {
         Ok(status) => axum::Json(json!({"delivery_status": status})).into_response(),
         Err(e) => bad(StatusCode::BAD_REQUEST, e),
     }
@@ -439,8 +470,10 @@ async fn set_stock(State(s): State<Arc<Shared>>, axum::Json(req): axum::Json<Set
         return bad(StatusCode::BAD_REQUEST, "the sandbox has no locations");
     };
     s.erp.set_stock(&req.sku, loc, req.on_hand, req.incoming, req.eta.as_deref());
-    if let Err(e) = s.stock_event("shopify", &req.sku).await {
-        return bad(StatusCode::BAD_GATEWAY, format!("stock set, but its webhook failed: {e}"));
+    for name in s.platforms.keys() {
+        if let Err(e) = s.stock_event(name, &req.sku).await {
+            return bad(StatusCode::BAD_GATEWAY, format!("stock set, but the {name} webhook failed: {e}"));
+        }
     }
     axum::Json(json!({"sku": req.sku, "levels": s.erp.levels(&req.sku)})).into_response()
 }

@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use crate::config::raw::SignatureAlgorithm;
 use crate::connector::webhook::{encode_hex, hmac_bytes};
 use crate::sandbox::erp::{Erp, OrderState, SimOrder};
+use crate::sandbox::platforms::{Delivery, OrderEvent, SimConnection, SimPlatform};
 
 #[derive(Debug, Clone)]
 pub struct ArcadeHubCredentials {
@@ -37,7 +38,6 @@ pub struct ArcadeHubSim {
     pub creds: ArcadeHubCredentials,
     /// Idempotency keys already answered, and their answers.
     seen: Mutex<HashMap<String, Value>>,
-    client: reqwest::Client,
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -46,11 +46,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 
 impl ArcadeHubSim {
     pub fn new(erp: Arc<Erp>, creds: ArcadeHubCredentials) -> Arc<Self> {
-        Arc::new(ArcadeHubSim { erp, creds, seen: Mutex::new(HashMap::new()), client: reqwest::Client::new() })
-    }
-
-    pub fn router(self: &Arc<Self>) -> Router {
-        Router::new().route("/v1/stock/{sku}", get(stock)).route("/v1/orders/{reference}/status", post(set_status)).with_state(self.clone())
+        Arc::new(ArcadeHubSim { erp, creds, seen: Mutex::new(HashMap::new()) })
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {
@@ -75,24 +71,46 @@ impl ArcadeHubSim {
             }
         })
     }
+}
 
-    /// Sign and POST `order.created` to `url`.
-    pub async fn deliver(&self, url: &str, order: &SimOrder, delivery_id: &str) -> Result<u16, String> {
+impl SimPlatform for ArcadeHubSim {
+    fn name(&self) -> &'static str {
+        "arcadehub"
+    }
+
+    fn router(self: Arc<Self>) -> Router {
+        Router::new().route("/v1/stock/{sku}", get(stock)).route("/v1/orders/{reference}/status", post(set_status)).with_state(self)
+    }
+
+    fn connection(&self, _base_url: &str) -> SimConnection {
+        SimConnection {
+            values: Default::default(),
+            secrets: [
+                ("key_id".to_string(), self.creds.key_id.clone()),
+                ("key_secret".to_string(), self.creds.key_secret.clone()),
+                ("webhook_secret".to_string(), self.creds.webhook_secret.clone()),
+            ]
+            .into(),
+        }
+    }
+
+    fn order_topic(&self, event: OrderEvent) -> Option<&'static str> {
+        (event == OrderEvent::Created).then_some("order.created")
+    }
+
+    /// `order.created`, signed; a redelivery keeps its delivery id.
+    fn order_delivery(&self, _event: OrderEvent, order: &SimOrder, _url: &str) -> Delivery {
         let body = serde_json::to_vec(&self.order_payload(order)).expect("JSON serializes");
         let signature =
             format!("sha256={}", encode_hex(&hmac_bytes(SignatureAlgorithm::HmacSha256, self.creds.webhook_secret.as_bytes(), &body)));
-        let resp = self
-            .client
-            .post(url)
-            .header("Content-Type", "application/json")
-            .header("X-ArcadeHub-Event", "order.created")
-            .header("X-ArcadeHub-Delivery", delivery_id)
-            .header("X-ArcadeHub-Signature", signature)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(resp.status().as_u16())
+        let delivery_id = order.extra.get("webhook_id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let headers = [
+            ("Content-Type", "application/json".to_string()),
+            ("X-ArcadeHub-Event", "order.created".to_string()),
+            ("X-ArcadeHub-Delivery", delivery_id),
+            ("X-ArcadeHub-Signature", signature),
+        ];
+        Delivery { headers: headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), body }
     }
 }
 

@@ -27,6 +27,7 @@ use crate::config::raw::SignatureAlgorithm;
 use crate::connector::webhook::hmac_bytes;
 use crate::sandbox::erp::{Erp, OrderState, SimOrder};
 use crate::sandbox::faults::{self, Faults, When};
+use crate::sandbox::platforms::{Delivery, OrderEvent, SimConnection, SimPlatform};
 
 /// Credentials the simulated shop accepts and signs with.
 #[derive(Debug, Clone)]
@@ -55,7 +56,6 @@ pub struct ShopifySim {
     pub creds: ShopifyCredentials,
     limits: CostLimits,
     bucket: Mutex<(f64, Instant)>,
-    client: reqwest::Client,
     /// Requests answered THROTTLED.
     pub throttled: std::sync::atomic::AtomicU64,
     /// Requests per GraphQL root field.
@@ -81,14 +81,9 @@ impl ShopifySim {
             creds,
             limits,
             bucket: Mutex::new((limits.maximum, Instant::now())),
-            client: reqwest::Client::new(),
             throttled: Default::default(),
             requests: Default::default(),
         })
-    }
-
-    pub fn router(self: &Arc<Self>) -> Router {
-        Router::new().route("/admin/api/{version}/graphql.json", post(graphql)).with_state(self.clone())
     }
 
     /// How many requests selected `field` (e.g. `productVariants`).
@@ -144,7 +139,7 @@ impl ShopifySim {
         })
     }
 
-    /// The body and headers of an order delivery (`orders/create`, `orders/cancelled`, …), signed.
+    /// The body and headers of an `orders/create` delivery, signed.
     pub fn delivery(&self, order: &SimOrder, webhook_id: &str) -> (Vec<u8>, Vec<(&'static str, String)>) {
         self.signed(
             "orders/create",
@@ -181,49 +176,82 @@ impl ShopifySim {
         ];
         (body, headers)
     }
+}
 
-    /// Sign and POST an `orders/create` webhook to `url`; the HTTP status comes back.
-    pub async fn deliver(&self, url: &str, order: &SimOrder, webhook_id: &str) -> Result<u16, String> {
-        let (body, headers) = self.delivery(order, webhook_id);
-        self.post(url, body, headers).await
+fn owned(headers: Vec<(&'static str, String)>) -> Vec<(String, String)> {
+    headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+impl SimPlatform for ShopifySim {
+    fn name(&self) -> &'static str {
+        "shopify"
     }
 
-    /// An order event after creation (`orders/cancelled`, `orders/fulfilled`): a new delivery.
-    pub async fn deliver_order_event(&self, url: &str, topic: &str, order: &SimOrder) -> Result<u16, String> {
-        let body = serde_json::to_vec(&self.order_payload(order)).expect("JSON serializes");
-        let now = crate::clock::format_rfc3339(time::OffsetDateTime::now_utc());
-        let (body, headers) = self.signed(topic, body, &crate::sandbox::uuid_like(), &format!("evt-{topic}-{}", order.id), &now);
-        self.post(url, body, headers).await
+    fn router(self: Arc<Self>) -> Router {
+        Router::new().route("/admin/api/{version}/graphql.json", post(graphql)).with_state(self)
+    }
+
+    fn connection(&self, _base_url: &str) -> SimConnection {
+        SimConnection {
+            values: [("shop".to_string(), self.creds.shop.clone())].into(),
+            secrets: [
+                ("access_token".to_string(), self.creds.access_token.clone()),
+                ("webhook_secret".to_string(), self.creds.webhook_secret.clone()),
+            ]
+            .into(),
+        }
+    }
+
+    fn order_topic(&self, event: OrderEvent) -> Option<&'static str> {
+        Some(match event {
+            OrderEvent::Created => "orders/create",
+            OrderEvent::Cancelled => "orders/cancelled",
+            OrderEvent::Fulfilled => "orders/fulfilled",
+        })
+    }
+
+    fn order_delivery(&self, event: OrderEvent, order: &SimOrder, _url: &str) -> Delivery {
+        let (body, headers) = match event {
+            // A redelivery of the creation keeps its webhook id, as Shopify's retries do.
+            OrderEvent::Created => {
+                let webhook_id = order.extra.get("webhook_id").and_then(Value::as_str).unwrap_or_default().to_string();
+                self.delivery(order, &webhook_id)
+            }
+            _ => {
+                let topic = self.order_topic(event).expect("every order event has a topic");
+                let body = serde_json::to_vec(&self.order_payload(order)).expect("JSON serializes");
+                let now = crate::clock::format_rfc3339(time::OffsetDateTime::now_utc());
+                self.signed(topic, body, &crate::sandbox::uuid_like(), &format!("evt-{topic}-{}", order.id), &now)
+            }
+        };
+        Delivery { headers: owned(headers), body }
+    }
+
+    fn stock_topic(&self) -> Option<&'static str> {
+        Some("inventory_levels/update")
     }
 
     /// `inventory_levels/update` for every level of `sku`.
-    pub async fn deliver_stock(&self, url: &str, sku: &str) -> Result<Vec<u16>, String> {
-        let Some(p) = self.erp.product_by_sku(sku) else { return Err(format!("no product {sku}")) };
+    fn stock_deliveries(&self, sku: &str, _url: &str) -> Vec<Delivery> {
+        let Some(p) = self.erp.product_by_sku(sku) else { return Vec::new() };
         let item = p.id + 40_000_000_000;
         let now = crate::clock::format_rfc3339(time::OffsetDateTime::now_utc());
-        let mut out = Vec::new();
-        for (loc, level) in self.erp.levels(sku) {
-            let body = json!({"inventory_item_id": item, "location_id": loc.id, "available": level.available(), "updated_at": now,
-                "admin_graphql_api_id": format!("gid://shopify/InventoryLevel/{}?inventory_item_id={item}", loc.id)});
-            let (body, headers) = self.signed(
-                "inventory_levels/update",
-                serde_json::to_vec(&body).expect("JSON serializes"),
-                &crate::sandbox::uuid_like(),
-                &crate::sandbox::uuid_like(),
-                &now,
-            );
-            out.push(self.post(url, body, headers).await?);
-        }
-        Ok(out)
-    }
-
-    async fn post(&self, url: &str, body: Vec<u8>, headers: Vec<(&'static str, String)>) -> Result<u16, String> {
-        let mut req = self.client.post(url).body(body);
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
-        let resp = req.send().await.map_err(|e| e.to_string())?;
-        Ok(resp.status().as_u16())
+        self.erp
+            .levels(sku)
+            .into_iter()
+            .map(|(loc, level)| {
+                let body = json!({"inventory_item_id": item, "location_id": loc.id, "available": level.available(), "updated_at": now,
+                    "admin_graphql_api_id": format!("gid://shopify/InventoryLevel/{}?inventory_item_id={item}", loc.id)});
+                let (body, headers) = self.signed(
+                    "inventory_levels/update",
+                    serde_json::to_vec(&body).expect("JSON serializes"),
+                    &crate::sandbox::uuid_like(),
+                    &crate::sandbox::uuid_like(),
+                    &now,
+                );
+                Delivery { headers: owned(headers), body }
+            })
+            .collect()
     }
 }
 
