@@ -372,6 +372,18 @@ impl Erp {
         }
     }
 
+    /// Commit an order's units again (after `release_commitment`): for
+    /// platforms that allocate stock only when an order is confirmed.
+    pub fn commit_order(&self, order_id: u64) {
+        let mut s = self.lock();
+        let Some(o) = s.orders.get(&order_id).cloned() else {
+            return;
+        };
+        for l in &o.lines {
+            s.levels.entry((l.sku.clone(), o.location)).or_default().committed += l.qty;
+        }
+    }
+
     /// Change on-hand units at a location (an inventory adjustment).
     pub fn adjust_on_hand(&self, sku: &str, location: u64, delta: i64) {
         let mut s = self.lock();
