@@ -102,6 +102,7 @@ impl TemplateBuilder {
         hb.register_helper("urlencode", Box::new(urlencode_helper));
         hb.register_helper("default", Box::new(default_helper));
         hb.register_helper("join", Box::new(join_helper));
+        hb.register_helper("datetime", Box::new(datetime_helper));
         TemplateBuilder { hb, next: 0 }
     }
 
@@ -279,6 +280,64 @@ fn join_helper(h: &Helper, r: &Handlebars, _: &Context, _: &mut RenderContext, o
     Ok(())
 }
 
+/// `{{datetime value "[year]-[month]-[day]"}}`: a point in time re-written
+/// in UTC with a `time` format description (default RFC 3339). It reads
+/// RFC 3339, `YYYY-MM-DD HH:MM:SS` and `YYYY-MM-DD` (taken as UTC), the
+/// .NET `/Date(ms)/` form, and Unix seconds or milliseconds; anything else
+/// is a render error rather than a wrong date sent to a platform.
+fn datetime_helper(h: &Helper, r: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
+    let v = param_value(h, 0, r)?;
+    let at = parse_datetime(v).ok_or_else(|| RenderErrorReason::Other(format!("`{v}` is not a date or time datetime can read")))?;
+    let text = match h.param(1).and_then(|p| p.value().as_str()) {
+        None => at.format(&time::format_description::well_known::Rfc3339),
+        Some(f) => {
+            let format = time::format_description::parse_borrowed::<2>(f)
+                .map_err(|e| RenderErrorReason::Other(format!("datetime format `{f}`: {e}")))?;
+            at.format(&format)
+        }
+    }
+    .map_err(|e| RenderErrorReason::Other(format!("datetime: {e}")))?;
+    out.write(&text)?;
+    Ok(())
+}
+
+/// A point in time from the forms platforms send, in UTC.
+pub fn parse_datetime(v: &Value) -> Option<time::OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    let from_number = |n: i128| {
+        // Milliseconds once the number is past what seconds reach this millennium.
+        let nanos = if n.abs() > 100_000_000_000 { n * 1_000_000 } else { n * 1_000_000_000 };
+        time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+    };
+    let at = match v {
+        Value::Number(n) => from_number(n.as_i64()? as i128)?,
+        Value::String(s) => {
+            let s = s.trim();
+            if let Some(inner) = s.strip_prefix("/Date(").and_then(|r| r.strip_suffix(")/")) {
+                // `/Date(1740823200000)/`, optionally with an offset that does not move the instant.
+                let end = inner[1..].find(['+', '-']).map_or(inner.len(), |i| i + 1);
+                from_number(inner[..end].parse().ok()?)?
+            } else if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+                t
+            } else if let Ok(t) =
+                time::PrimitiveDateTime::parse(s, time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"))
+            {
+                t.assume_utc()
+            } else if let Ok(t) =
+                time::PrimitiveDateTime::parse(s, time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"))
+            {
+                t.assume_utc()
+            } else if let Ok(d) = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")) {
+                d.midnight().assume_utc()
+            } else {
+                from_number(s.parse().ok()?)?
+            }
+        }
+        _ => return None,
+    };
+    Some(at.to_offset(time::UtcOffset::UTC))
+}
+
 /// RFC 3986 unreserved characters pass; everything else is %XX-encoded.
 pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -304,6 +363,22 @@ mod tests {
         let ts = b.finish();
         let err = ts.render(&t, &json!({"order": {"id": 1}})).unwrap_err();
         assert!(err.0.contains("order.nope"), "{}", err.0);
+    }
+
+    #[test]
+    fn datetimes_are_read_in_every_platform_form() {
+        let mut b = TemplateBuilder::new();
+        let iso = b.add("{{datetime at}}").unwrap();
+        let local = b.add("{{datetime at \"[year]-[month]-[day]T[hour]:[minute]:[second]\"}}").unwrap();
+        let ts = b.finish();
+        let render = |t: &Template, v: Value| ts.render(t, &json!({ "at": v }));
+        assert_eq!(render(&iso, json!("/Date(1740823200000)/")).unwrap(), "2025-03-01T10:00:00Z");
+        assert_eq!(render(&local, json!("/Date(1740823200000+0000)/")).unwrap(), "2025-03-01T10:00:00");
+        assert_eq!(render(&iso, json!("2026-06-02T07:15:00-07:00")).unwrap(), "2026-06-02T14:15:00Z");
+        assert_eq!(render(&iso, json!("2026-06-02 14:15:00")).unwrap(), "2026-06-02T14:15:00Z");
+        assert_eq!(render(&iso, json!("2026-06-02")).unwrap(), "2026-06-02T00:00:00Z");
+        assert_eq!(render(&iso, json!(1740823200)).unwrap(), "2025-03-01T10:00:00Z");
+        assert!(render(&iso, json!("soon")).is_err());
     }
 
     #[test]

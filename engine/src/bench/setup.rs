@@ -97,7 +97,7 @@ pub async fn prefill_orders(state: &Path, n: usize) -> anyhow::Result<()> {
                         external_id: i.to_string(),
                         number: format!("#H{i}"),
                         customer: Customer { id: Some((i % 977).to_string()), name: Some("Past customer".into()), group: None },
-                        lines: vec![Line { sku: sku.clone(), qty: 1, location: None }],
+                        lines: vec![Line { sku: sku.clone(), qty: 1, location: None, fields: Default::default() }],
                         received_at: "2025-01-01T00:00:00Z".into(),
                     };
                     let status = if i % 7 == 0 { OrderStatus::Rejected } else { OrderStatus::Approved };

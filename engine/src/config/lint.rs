@@ -15,7 +15,7 @@ use std::sync::Arc;
 use super::diagnostic::Diagnostic;
 use super::yaml::SpanIndex;
 use crate::adapters::template::Template;
-use crate::connector::{Body, Connector, JsonTemplate, RequestSpec};
+use crate::connector::{Auth, Body, Connector, JsonTemplate, RequestSpec};
 use crate::model::Decision;
 use crate::workflow::{Kind, Step, Trigger, Workflow};
 
@@ -63,11 +63,12 @@ pub fn lint(
                 }
             }
             for (v, why) in reads(&flow.stock.request, &|root, rest| match root {
-                "sku" | "now" => None,
+                "sku" | "now" | "line" => None,
                 "order" => order_field(rest),
                 "values" => value_field(&wf.connection.connector, rest),
                 "params" => None,
-                other => Some(format!("`{other}` is not in a stock lookup's context (sku, order, values, params, now)")),
+                "session" | "secrets" => auth_field(&wf.connection.connector, root, rest),
+                other => Some(format!("`{other}` is not in a stock lookup's context (sku, line, order, values, params, now)")),
             }) {
                 out.push(at("stock.request", format!("request `{}` reads `{v}`: {why}", flow.stock.request.name)));
             }
@@ -96,6 +97,19 @@ fn order_field(rest: &[&str]) -> Option<String> {
     }
 }
 
+/// `session.*` and `secrets.*` exist only for session auth, and only the secrets it lets requests read.
+fn auth_field(c: &Connector, root: &str, rest: &[&str]) -> Option<String> {
+    let Auth::Session(spec) = &c.auth else {
+        return Some(format!("`{root}` is set only for connectors with `auth: {{kind: session}}`"));
+    };
+    match (root, rest.first()) {
+        ("secrets", Some(name)) if !spec.request_secrets.iter().any(|s| s == name) => {
+            Some(format!("secret `{name}` is not listed in the connector's `auth.request_secrets`"))
+        }
+        _ => None,
+    }
+}
+
 fn value_field(c: &Connector, rest: &[&str]) -> Option<String> {
     rest.first().filter(|v| !c.values.contains_key(**v)).map(|v| format!("connector `{}` declares no value `{v}`", c.name))
 }
@@ -113,6 +127,7 @@ fn step_reads(wf: &Workflow, step: &Step, earlier: &[&str]) -> Vec<String> {
             "stock" | "params" | "now" | "idempotency_key" => None,
             "sku" if push => None,
             "values" => value_field(&wf.connection.connector, rest),
+            "session" | "secrets" => auth_field(&wf.connection.connector, root, rest),
             "args" => {
                 rest.first().filter(|a| !step.args.iter().any(|(k, _)| k == *a)).map(|a| format!("step `{}` gives no arg `{a}`", step.name))
             }
@@ -203,9 +218,18 @@ fn unused_requests(
         if let Trigger::Poll(p) = &wf.trigger {
             mark(&p.request);
         }
+        if let Auth::Session(s) = &wf.connection.connector.auth {
+            if let Some(login) = wf.connection.connector.requests.get(&s.login) {
+                mark(login);
+            }
+        }
         match &wf.kind {
             Kind::Orders(o) => {
                 mark(&o.stock.request);
+                o.fetch.iter().for_each(|f| mark(&f.request));
+                if let Some((r, _)) = &o.line_sku_request {
+                    mark(r);
+                }
                 for steps in o.steps.values() {
                     steps.iter().for_each(|s| mark(&s.request));
                 }

@@ -85,6 +85,91 @@ pub enum AuthRaw {
     Bearer { secret: String },
     /// HTTP basic auth; `username` and `password` name secrets.
     Basic { username: String, password: String },
+    /// OAuth 2.0 refresh-token grant: an access token is fetched from
+    /// `token_url` with the refresh token, kept (with a rotated refresh
+    /// token) in the state store, refreshed before it expires and whenever
+    /// the platform answers one of `refresh_on`.
+    Oauth2RefreshToken(OAuth2Raw),
+    /// A login request opens a session (a cookie, a token, a user id) that
+    /// later requests carry; the daemon logs in again when the session
+    /// expires or the platform says it is gone.
+    Session(SessionRaw),
+    /// Each request signed by an HMAC over its query string (sent in
+    /// `header`), with fixed id headers beside it.
+    SignedQuery(SignedQueryRaw),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Raw {
+    /// Template of the token endpoint's URL (e.g. `{{values.token_url}}`).
+    pub token_url: String,
+    /// Secret names of the client id, client secret and (initial) refresh token.
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+    /// How the client credentials reach the token endpoint (default `basic`).
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Header that carries the access token (default `Authorization`).
+    pub header: Option<String>,
+    /// Text before the token in that header (default `Bearer `).
+    pub prefix: Option<String>,
+    /// Statuses that mean the access token was refused: refresh and send again, once (default 401).
+    pub refresh_on: Option<Vec<u16>>,
+    /// Refresh this long before the token expires (default 120).
+    pub refresh_before_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// `Authorization: Basic base64(client_id:client_secret)`.
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Body,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRaw {
+    /// The request (in `requests`) that logs in; its templates see `secrets.<name>`.
+    pub login: String,
+    /// Values kept from the login answer (name → JSONPath); requests see them as `session.<name>`.
+    #[serde(default)]
+    pub keep: BTreeMap<String, String>,
+    /// Cookies set by the login answer that every request sends back.
+    #[serde(default)]
+    pub cookies: Vec<String>,
+    /// Headers every request sends; templates over `session.*`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Idle minutes after which the platform drops the session, as a JSONPath into the login answer.
+    pub idle_minutes_from: Option<String>,
+    /// Idle minutes after which the platform drops the session (when the answer does not say).
+    pub idle_minutes: Option<u64>,
+    /// Statuses that mean the session is gone: log in again and send again, once (default 401).
+    pub relogin_on: Option<Vec<u16>>,
+    /// JSONPath into any answer whose match means the session is gone (for APIs that answer errors with 200).
+    pub relogin_when: Option<String>,
+    /// Secrets that request templates may read as `secrets.<name>` (JSON-RPC APIs that pass the key in every call).
+    #[serde(default)]
+    pub request_secrets: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignedQueryRaw {
+    /// Header that carries the signature.
+    pub header: String,
+    /// Secret used as the HMAC key.
+    pub secret: String,
+    pub algorithm: SignatureAlgorithm,
+    pub encoding: SignatureEncoding,
+    /// More headers sent with every request: header name → secret name (e.g. an API id).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -94,10 +179,28 @@ pub struct WebhookRaw {
     /// Headers that identify a delivery; a repeat of any of them is a duplicate.
     #[serde(default)]
     pub delivery_id_headers: Vec<String>,
+    /// A delivery's identity when no header carries one that survives
+    /// redelivery: header values and body fields, joined. Two deliveries
+    /// with the same key are the same delivery.
+    pub delivery_key: Option<DeliveryKeyRaw>,
+    /// A body that is a platform's ping (e.g. sent when a webhook is saved),
+    /// as a regular expression over the whole body: acknowledged, not
+    /// verified, not stored.
+    pub ping: Option<String>,
     /// Header naming the event type (e.g. `X-Shopify-Topic`).
     pub event_header: Option<String>,
     /// Largest accepted body; larger deliveries get 413.
     pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryKeyRaw {
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// JSONPaths into the body.
+    #[serde(default)]
+    pub body: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -238,6 +341,9 @@ pub struct RequestRaw {
     /// JSONPath to errors reported inside a 2xx response (e.g. GraphQL `userErrors`).
     pub user_errors: Option<String>,
     pub timeout_ms: Option<u64>,
+    /// `false` for a request that must go without the connector's auth (a
+    /// pre-signed upload URL, a login). Default true.
+    pub auth: Option<bool>,
     /// Read-before-write: before sending this request again after an attempt
     /// that may have taken effect (a timeout, a reset, a 5xx, a restart), run
     /// `request` and skip the resend when `done_when` matches its answer.
@@ -312,6 +418,46 @@ impl<'de> Deserialize<'de> for ExtractRaw {
     }
 }
 
+/// One JSONPath or a list of them.
+#[derive(Debug, Clone, Default)]
+pub struct Paths(pub Vec<String>);
+
+impl JsonSchema for Paths {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Paths".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A JSONPath, or a list of them.",
+            "oneOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" } }]
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Paths {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Paths;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSONPath string or a list of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Paths, E> {
+                Ok(Paths(vec![v.to_string()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Paths, A::Error> {
+                let mut out = Vec::new();
+                while let Some(p) = seq.next_element::<String>()? {
+                    out.push(p);
+                }
+                Ok(Paths(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 // ----------------------------------------------------------------- workflows
 
 /// `workflows/<name>.yaml`: one business flow of one connection. Its kind
@@ -329,6 +475,11 @@ pub struct WorkflowFile {
     pub trigger: TriggerRaw,
     /// Order workflows: how the platform payload maps to the canonical order.
     pub order: Option<OrderMappingRaw>,
+    /// Order workflows: requests that complete a delivered or polled record
+    /// before it is mapped (a thin webhook that names only the order, lines
+    /// kept in another resource). Each sees `record` (the record so far).
+    #[serde(default)]
+    pub fetch: Vec<FetchRaw>,
     /// Order workflows: how to look up stock for each SKU of the order.
     pub stock: Option<StockLookupRaw>,
     /// Order workflows: path of the rule script, relative to the workflows directory.
@@ -357,12 +508,31 @@ pub struct TriggerRaw {
     pub stock_change: Option<StockChangeTriggerRaw>,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FetchRaw {
+    /// The connector request to send; it sees `record`.
+    pub request: String,
+    /// JSONPath of the part of the answer to keep (default: the whole answer).
+    pub path: Option<String>,
+    /// Put the kept part under this key of the record; without it, the kept
+    /// part replaces the record.
+    pub into: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookTriggerRaw {
     /// Accepted values of the connector's event header; others are acknowledged and ignored.
     #[serde(default)]
     pub events: Vec<String>,
+    /// JSONPath of the records in one delivery, for platforms that batch
+    /// several changes into one notification; each becomes its own event.
+    pub records: Option<String>,
+    /// JSONPaths in a record that identify it (with `records`): a record
+    /// seen again with the same values is a duplicate.
+    #[serde(default)]
+    pub record_key: Paths,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -378,16 +548,51 @@ pub struct PollTriggerRaw {
     pub records: String,
     /// JSONPath in a record to its id; with `version` it identifies a delivery for dedupe.
     pub id: Option<String>,
-    /// JSONPath in a record to its version (e.g. last modified); a new version is a new delivery.
-    pub version: Option<String>,
+    /// JSONPaths in a record to its version (e.g. last modified date and
+    /// time); a new version is a new delivery.
+    #[serde(default)]
+    pub version: Paths,
     /// JSONPath in a record whose largest value becomes the next `cursor`.
     pub watermark: Option<String>,
+    /// JSONPath in the answer whose value becomes the next `cursor` (a
+    /// platform that reports the end of the window it searched).
+    pub next_cursor: Option<String>,
     /// The cursor of the very first poll.
     pub initial_cursor: Option<String>,
-    /// JSONPath in the answer to the next page's token or URL; none ends the poll.
+    /// JSONPath in the answer to the next page's token; none ends the poll.
     pub next_page: Option<String>,
+    /// How further pages are asked for, when not by `next_page` token.
+    pub pages: Option<PagesRaw>,
     /// Most pages read per poll (default 100).
     pub max_pages: Option<u32>,
+}
+
+/// Page-by-number, page-by-offset or page-by-link pagination. The request
+/// sees `page` (the number or offset) and `page_size`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PagesRaw {
+    /// `number` (1, 2, 3 …), `offset` (0, 100, 200 … or 1, 101 … with `first: 1`) or `link`.
+    pub by: PageStyle,
+    /// The first page's number or offset (default 1 for `number`, 0 for `offset`).
+    pub first: Option<u64>,
+    /// Records per page; a shorter page is the last one.
+    pub size: Option<u64>,
+    /// JSONPath in the answer to the number of pages.
+    pub total_pages: Option<String>,
+    /// JSONPath in the answer to the number of records over all pages.
+    pub total_count: Option<String>,
+    /// With `by: link`: JSONPath in the answer to the next page's URL,
+    /// absolute or relative to the request's URL.
+    pub link: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PageStyle {
+    Number,
+    Offset,
+    Link,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -477,10 +682,63 @@ pub struct CustomerMappingRaw {
 pub struct LinesMappingRaw {
     /// JSONPath of the line items in the payload.
     pub each: String,
-    /// JSONPaths relative to one line item.
-    pub sku: String,
+    /// JSONPath relative to one line item; or, where lines name only a
+    /// catalogue id, a request (seeing `line`, the raw line item) and the
+    /// JSONPath of the SKU in its answer.
+    pub sku: SkuSourceRaw,
     pub qty: String,
     pub location: Option<String>,
+    /// More values of each line (name → JSONPath in the line item), kept
+    /// with the order; the stock lookup sees the first line of its SKU as `line`.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+/// Where a line's SKU is.
+#[derive(Debug, Clone)]
+pub enum SkuSourceRaw {
+    Path(String),
+    Request(SkuRequestRaw),
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SkuRequestRaw {
+    pub request: String,
+    pub path: String,
+}
+
+impl JsonSchema for SkuSourceRaw {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SkuSource".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let spec = generator.subschema_for::<SkuRequestRaw>();
+        json_schema!({
+            "description": "A JSONPath in the line item, or `request` and `path` for a SKU read from another resource.",
+            "oneOf": [{ "type": "string" }, spec]
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SkuSourceRaw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SkuSourceRaw;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSONPath string, or a map with `request` and `path`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SkuSourceRaw, E> {
+                Ok(SkuSourceRaw::Path(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SkuSourceRaw, A::Error> {
+                SkuRequestRaw::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(SkuSourceRaw::Request)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -17,10 +17,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use super::auth::{self, Auth};
+use super::credentials::{self, Credential, CredentialSlot, TokenStore};
 use super::ratelimit::Bucket;
 use super::retry::parse_retry_after;
-use super::{Body, Connection, JsonTemplate, RequestSpec, auth};
+use super::{Body, Connection, JsonTemplate, RequestSpec};
 use crate::adapters::template::{RenderFailure, Templates, percent_encode};
+use crate::config::secret::Secret;
 use crate::connector::extract::extract_object;
 use crate::telemetry::redact::redact;
 
@@ -49,6 +52,8 @@ pub struct Exchange {
     pub summary: CallSummary,
     /// The effect was found already in place by the request's check; nothing was resent.
     pub already_done: bool,
+    /// Cookies the answer set (name, value).
+    pub cookies: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -64,6 +69,8 @@ pub enum CallError {
         ambiguous: bool,
         retry_after: Option<Duration>,
         summary: Box<CallSummary>,
+        /// The platform refused the credential (a fresh token or session may help).
+        auth_refused: bool,
     },
 }
 
@@ -121,6 +128,8 @@ pub struct RawResponse {
     pub status: u16,
     pub retry_after: Option<Duration>,
     pub body: Vec<u8>,
+    /// `Set-Cookie` values, as name and value.
+    pub cookies: Vec<(String, String)>,
 }
 
 /// Why a transport got no answer.
@@ -164,10 +173,18 @@ async fn send_http(client: &reqwest::Client, p: &PreparedRequest, timeout: Durat
     })?;
     let status = response.status().as_u16();
     let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+    let cookies = response.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).filter_map(parse_set_cookie).collect();
     let body = read_limited(response)
         .await
         .map_err(|e| TransportError { message: format!("reading the answer failed: {}", root_cause(&e)), ambiguous: true })?;
-    Ok(RawResponse { status, retry_after, body })
+    Ok(RawResponse { status, retry_after, body, cookies })
+}
+
+/// `B1SESSION=abc; HttpOnly; path=/` → (`B1SESSION`, `abc`).
+pub fn parse_set_cookie(header: &str) -> Option<(String, String)> {
+    let (name, value) = header.split(';').next()?.split_once('=')?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| (name.to_string(), value.trim().to_string()))
 }
 
 /// Per-connection transport state that outlives config versions.
@@ -175,6 +192,7 @@ struct ConnState {
     client: reqwest::Client,
     connect_timeout: Duration,
     bucket: Bucket,
+    credential: CredentialSlot,
 }
 
 /// The daemon's HTTP client: one connection pool and one rate-limit bucket
@@ -183,6 +201,7 @@ struct ConnState {
 pub struct HttpClient {
     states: Arc<Mutex<HashMap<String, Arc<ConnState>>>>,
     transport: Transport,
+    tokens: Option<Arc<dyn TokenStore>>,
 }
 
 impl HttpClient {
@@ -192,7 +211,17 @@ impl HttpClient {
 
     /// A client whose requests are answered by `responder`, never sent.
     pub fn scripted(responder: Responder) -> Self {
-        HttpClient { states: Default::default(), transport: Transport::Scripted(responder) }
+        HttpClient { states: Default::default(), transport: Transport::Scripted(responder), tokens: None }
+    }
+
+    /// Keep rotated OAuth refresh tokens in `store` across restarts.
+    pub fn with_token_store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.tokens = Some(store);
+        self
+    }
+
+    pub fn token_store(&self) -> Option<&Arc<dyn TokenStore>> {
+        self.tokens.as_ref()
     }
 
     fn state(&self, conn: &Connection) -> Result<Arc<ConnState>, CallError> {
@@ -206,7 +235,12 @@ impl HttpClient {
             .user_agent(concat!("ordersync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| CallError::Render(format!("HTTP client for {}: {e}", conn.name)))?;
-        let s = Arc::new(ConnState { client, connect_timeout: conn.connector.connect_timeout, bucket: Bucket::default() });
+        let s = Arc::new(ConnState {
+            client,
+            connect_timeout: conn.connector.connect_timeout,
+            bucket: Bucket::default(),
+            credential: CredentialSlot::default(),
+        });
         states.insert(conn.name.clone(), s.clone());
         Ok(s)
     }
@@ -224,6 +258,32 @@ impl HttpClient {
         ctx: &Value,
         opts: SendOptions,
     ) -> Result<Exchange, CallError> {
+        self.send_inner(templates, conn, req, ctx, opts, None).await
+    }
+
+    /// Send `req` to the page URL `link` (absolute, or relative to the
+    /// request's own URL) instead of its path and query: the next page of a
+    /// collection that names its successor.
+    pub async fn send_link(
+        &self,
+        templates: &Templates,
+        conn: &Connection,
+        req: &RequestSpec,
+        ctx: &Value,
+        link: &str,
+    ) -> Result<Exchange, CallError> {
+        self.send_inner(templates, conn, req, ctx, SendOptions::default(), Some(link)).await
+    }
+
+    async fn send_inner(
+        &self,
+        templates: &Templates,
+        conn: &Connection,
+        req: &RequestSpec,
+        ctx: &Value,
+        opts: SendOptions,
+        link: Option<&str>,
+    ) -> Result<Exchange, CallError> {
         let policy = &conn.connector.retry;
         let started = Instant::now();
         let budget = opts.budget.unwrap_or(policy.max_age);
@@ -239,7 +299,7 @@ impl HttpClient {
                 // Whether the effect is there is unknown: resending blind could
                 // double it, so this counts as a failed attempt.
                 Checked::Unknown(e) => Err(e),
-                Checked::NotDone => self.call(templates, conn, req, ctx).await,
+                Checked::NotDone => self.call_at(templates, conn, req, ctx, link).await,
             };
             let (retryable, ambiguous, retry_after) = match &result {
                 Ok(ex) => {
@@ -292,59 +352,89 @@ impl HttpClient {
             }
             Err(CallError::Failed { message, retryable, retry_after, summary, .. }) => {
                 let message = format!("{} could not be checked before a resend: {message}", req.name);
-                Checked::Unknown(CallError::Failed { message, retryable, ambiguous: true, retry_after, summary })
+                Checked::Unknown(CallError::Failed { message, retryable, ambiguous: true, retry_after, summary, auth_refused: false })
             }
             Err(e) => Checked::Unknown(e),
         }
     }
 
-    /// Render a request: URL (base, path, query), headers (auth included), body.
+    /// Render a request as it would be sent with the connection's static
+    /// auth (stateful credentials are added when it is sent).
     pub fn prepare(&self, templates: &Templates, conn: &Connection, req: &RequestSpec, ctx: &Value) -> Result<PreparedRequest, CallError> {
-        let path = templates.render(&req.path, ctx)?;
-        let mut url = format!("{}{}", conn.base_url.trim_end_matches('/'), path);
-        let mut sep = if url.contains('?') { '&' } else { '?' };
-        for (k, t) in &req.query {
-            // A parameter that renders empty is left out (e.g. no cursor on a first poll).
-            let v = templates.render(t, ctx)?;
-            if !v.is_empty() {
-                url.push(sep);
-                url.push_str(&percent_encode(k));
-                url.push('=');
-                url.push_str(&percent_encode(&v));
-                sep = '&';
-            }
-        }
-        let mut headers = Vec::with_capacity(req.headers.len() + 4);
-        for (k, t) in conn.connector.default_headers.iter().chain(req.headers.iter()) {
-            headers.push((k.clone(), templates.render(t, ctx)?));
-        }
-        let body = match &req.body {
-            Body::None => None,
-            Body::Json(t) => {
-                let v = render_json(templates, t, ctx)?;
-                headers.push(("content-type".into(), "application/json".into()));
-                Some(serde_json::to_vec(&v).expect("JSON values serialize"))
-            }
-            Body::Text { template, content_type } => {
-                headers.push(("content-type".into(), content_type.clone()));
-                Some(templates.render(template, ctx)?.into_bytes())
-            }
-            Body::Form(fields) => {
-                let mut pairs = Vec::with_capacity(fields.len());
-                for (k, t) in fields {
-                    pairs.push((k.as_str(), templates.render(t, ctx)?));
-                }
-                headers.push(("content-type".into(), "application/x-www-form-urlencoded".into()));
-                Some(form_encode(&pairs).into_bytes())
-            }
-        };
-        headers.extend(auth::headers(conn).map_err(|e| CallError::Render(e.to_string()))?);
-        Ok(PreparedRequest { method: req.method.as_str(), url, path, headers, body })
+        render_request(templates, conn, req, ctx, None, None)
     }
 
-    /// One attempt.
+    /// One attempt, with a stateful credential obtained (and renewed once
+    /// when the platform refuses it) as the connector's auth needs.
     pub async fn call(&self, templates: &Templates, conn: &Connection, req: &RequestSpec, ctx: &Value) -> Result<Exchange, CallError> {
-        let prepared = self.prepare(templates, conn, req, ctx)?;
+        self.call_at(templates, conn, req, ctx, None).await
+    }
+
+    async fn call_at(
+        &self,
+        templates: &Templates,
+        conn: &Connection,
+        req: &RequestSpec,
+        ctx: &Value,
+        link: Option<&str>,
+    ) -> Result<Exchange, CallError> {
+        let stateful = matches!(conn.connector.auth, Auth::OAuth2(_) | Auth::Session(_));
+        if !stateful || !req.authenticate {
+            return self.attempt(templates, conn, req, ctx, None, &[], link).await;
+        }
+        let state = self.state(conn)?;
+        let credential = credentials::current(self, templates, conn, &state.credential).await?;
+        match self.attempt(templates, conn, req, ctx, Some(&credential), &[], link).await {
+            Err(CallError::Failed { auth_refused: true, message, .. }) => {
+                tracing::info!(connection = %conn.name, request = %req.name, "credential refused ({message}); renewing it");
+                state.credential.invalidate(credential.generation()).await;
+                let renewed = credentials::current(self, templates, conn, &state.credential).await?;
+                self.attempt(templates, conn, req, ctx, Some(&renewed), &[], link).await.map_err(|e| match e {
+                    CallError::Failed { message, ambiguous, retry_after, summary, auth_refused: true, .. } => CallError::Failed {
+                        message: format!("{message} (a fresh credential was refused too)"),
+                        retryable: false,
+                        ambiguous,
+                        retry_after,
+                        summary,
+                        auth_refused: false,
+                    },
+                    other => other,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// One attempt without the connector's auth (token and login calls).
+    pub(super) async fn call_unauthenticated(
+        &self,
+        templates: &Templates,
+        conn: &Connection,
+        req: &RequestSpec,
+        ctx: &Value,
+        redact: &[Secret],
+    ) -> Result<Exchange, CallError> {
+        self.attempt(templates, conn, req, ctx, None, redact, None).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        templates: &Templates,
+        conn: &Connection,
+        req: &RequestSpec,
+        ctx: &Value,
+        credential: Option<&Credential>,
+        redact_more: &[Secret],
+        link: Option<&str>,
+    ) -> Result<Exchange, CallError> {
+        let prepared = match credential {
+            Some(c) => render_request(templates, conn, req, &with_session(conn, ctx, c), Some(c), link)?,
+            None => render_request(templates, conn, req, ctx, None, link)?,
+        };
+        if let Some(c) = credential {
+            c.touch();
+        }
         let path = prepared.path.clone();
         let state = self.state(conn)?;
         if let Some(limit) = &conn.rate_limit {
@@ -354,17 +444,21 @@ impl HttpClient {
         let mut summary = CallSummary {
             request: req.name.clone(),
             method: req.method.as_str().to_string(),
-            path: path.split('?').next().unwrap_or("").to_string(),
+            path: summary_path(&path).to_string(),
             status: None,
             duration_ms: 0,
             attempts: 1,
             error: None,
         };
         let started = Instant::now();
+        let scrub = |text: &str| {
+            let more = credential.map(|c| c.redact.as_slice()).unwrap_or_default();
+            redact(text, conn.secrets.values().chain(more).chain(redact_more))
+        };
         let fail = |mut summary: CallSummary, message: String, retryable: bool, ambiguous: bool, retry_after: Option<Duration>| {
-            let message = redact(&message, conn.secrets.values());
+            let message = scrub(&message);
             summary.error = Some(message.clone());
-            CallError::Failed { message, retryable, ambiguous, retry_after, summary: Box::new(summary) }
+            CallError::Failed { message, retryable, ambiguous, retry_after, summary: Box::new(summary), auth_refused: false }
         };
         let settle = |body: &Value| {
             if let Some(limit) = &conn.rate_limit {
@@ -397,6 +491,22 @@ impl HttpClient {
         summary.duration_ms = started.elapsed().as_millis() as u64;
         let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         settle(&body);
+
+        if credential.is_some() {
+            let relogin_when = match &conn.connector.auth {
+                Auth::Session(s) => s.relogin_when.as_ref(),
+                _ => None,
+            };
+            let refused_status = conn.connector.auth.renew_on().contains(&status);
+            if refused_status || relogin_when.is_some_and(|p| p.query(&body).iter().any(|v| !is_empty(v))) {
+                let detail = error_text(conn.connector.errors.message.as_ref().map(|p| p.query(&body)), &bytes);
+                let mut e = fail(summary, format!("{} answered {status}: {detail}", req.name), false, false, retry_after);
+                if let CallError::Failed { auth_refused, .. } = &mut e {
+                    *auth_refused = true;
+                }
+                return Err(e);
+            }
+        }
 
         let rules = &conn.connector.errors;
         if let Some(t) = &rules.throttled {
@@ -432,8 +542,97 @@ impl HttpClient {
         } else {
             extract_object(&req.extract, &body).map_err(|e| fail(summary.clone(), format!("{}: {e}", req.name), false, false, None))?
         };
-        Ok(Exchange { status, body, extracts, summary, already_done: false })
+        Ok(Exchange { status, body, extracts, summary, already_done: false, cookies: response.cookies })
     }
+}
+
+/// The context a request of a session connector renders with: `session.*`
+/// and the secrets its requests may read.
+fn with_session(conn: &Connection, ctx: &Value, credential: &Credential) -> Value {
+    let Auth::Session(spec) = &conn.connector.auth else { return ctx.clone() };
+    let mut out = ctx.clone();
+    if let Value::Object(m) = &mut out {
+        m.insert("session".into(), credential.session.clone());
+        if !spec.request_secrets.is_empty() {
+            let secrets: Map<String, Value> = spec
+                .request_secrets
+                .iter()
+                .filter_map(|name| conn.secret(name).map(|s| (name.clone(), Value::String(s.expose().to_string()))))
+                .collect();
+            m.insert("secrets".into(), Value::Object(secrets));
+        }
+    }
+    out
+}
+
+/// Render a request: URL (base, path, query, or an absolute URL), headers
+/// (auth included), body.
+fn render_request(
+    templates: &Templates,
+    conn: &Connection,
+    req: &RequestSpec,
+    ctx: &Value,
+    credential: Option<&Credential>,
+    link: Option<&str>,
+) -> Result<PreparedRequest, CallError> {
+    let mut path = templates.render(&req.path, ctx)?;
+    let mut url = if path.starts_with("https://") || path.starts_with("http://") {
+        path.clone()
+    } else {
+        format!("{}{}", conn.base_url.trim_end_matches('/'), path)
+    };
+    if let Some(link) = link {
+        let base = reqwest::Url::parse(&url).map_err(|e| CallError::Render(format!("{}: `{url}` is not a URL: {e}", req.name)))?;
+        let next = base.join(link).map_err(|e| CallError::Render(format!("{}: next-page link `{link}` is not a URL: {e}", req.name)))?;
+        url = next.to_string();
+        path = match next.query() {
+            Some(q) => format!("{}?{q}", next.path()),
+            None => next.path().to_string(),
+        };
+    }
+    let mut sep = if url.contains('?') { '&' } else { '?' };
+    for (k, t) in req.query.iter().filter(|_| link.is_none()) {
+        // A parameter that renders empty is left out (e.g. no cursor on a first poll).
+        let v = templates.render(t, ctx)?;
+        if !v.is_empty() {
+            url.push(sep);
+            url.push_str(&percent_encode(k));
+            url.push('=');
+            url.push_str(&percent_encode(&v));
+            sep = '&';
+        }
+    }
+    let mut headers = Vec::with_capacity(req.headers.len() + 4);
+    for (k, t) in conn.connector.default_headers.iter().chain(req.headers.iter()) {
+        headers.push((k.clone(), templates.render(t, ctx)?));
+    }
+    let body = match &req.body {
+        Body::None => None,
+        Body::Json(t) => {
+            let v = render_json(templates, t, ctx)?;
+            headers.push(("content-type".into(), "application/json".into()));
+            Some(serde_json::to_vec(&v).expect("JSON values serialize"))
+        }
+        Body::Text { template, content_type } => {
+            headers.push(("content-type".into(), content_type.clone()));
+            Some(templates.render(template, ctx)?.into_bytes())
+        }
+        Body::Form(fields) => {
+            let mut pairs = Vec::with_capacity(fields.len());
+            for (k, t) in fields {
+                pairs.push((k.as_str(), templates.render(t, ctx)?));
+            }
+            headers.push(("content-type".into(), "application/x-www-form-urlencoded".into()));
+            Some(form_encode(&pairs).into_bytes())
+        }
+    };
+    if req.authenticate {
+        headers.extend(auth::static_headers(conn, &url).map_err(|e| CallError::Render(e.to_string()))?);
+        if let Some(c) = credential {
+            headers.extend(c.headers.iter().cloned());
+        }
+    }
+    Ok(PreparedRequest { method: req.method.as_str(), url, path, headers, body })
 }
 
 fn summary_path(path: &str) -> &str {

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod credentials;
 pub mod extract;
 pub mod ratelimit;
 pub mod retry;
@@ -23,6 +24,7 @@ use crate::adapters::jsonpath::JsonPath;
 use crate::adapters::template::Template;
 use crate::config::raw::{HttpMethod, SignatureAlgorithm, SignatureEncoding, SignedBytes};
 use crate::config::secret::Secret;
+pub use auth::Auth;
 use extract::Extractor;
 
 pub struct Connector {
@@ -45,26 +47,21 @@ pub struct Connector {
 }
 
 #[derive(Debug, Clone)]
-pub enum Auth {
-    None,
-    /// A secret in a header, behind an optional prefix.
-    Header {
-        header: String,
-        secret: String,
-        prefix: String,
-    },
-    Basic {
-        username: String,
-        password: String,
-    },
-}
-
-#[derive(Debug, Clone)]
 pub struct WebhookSpec {
     pub signature: Option<SignatureSpec>,
     pub delivery_id_headers: Vec<String>,
+    /// Header values and body fields that identify a delivery together.
+    pub delivery_key: Option<DeliveryKey>,
+    /// A body matching this is a ping: acknowledged, nothing stored.
+    pub ping: Option<regex::Regex>,
     pub event_header: Option<String>,
     pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryKey {
+    pub headers: Vec<String>,
+    pub body: Vec<JsonPath>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +93,8 @@ pub struct RequestSpec {
     pub timeout: Duration,
     /// Read-before-write for resends.
     pub check: Option<Check>,
+    /// Sent with the connector's auth (false for logins and pre-signed URLs).
+    pub authenticate: bool,
 }
 
 /// Before a resend: run `request`; if `done_when` matches, the effect is there.

@@ -40,7 +40,11 @@ pub async fn receive(State(state): State<Arc<AppState>>, Path(name): Path<String
     match intake::accept(&state.rt, &wf, &headers, &bytes, &url).await {
         Ok(Accepted::Queued(id)) => (StatusCode::OK, axum::Json(json!({"status": "accepted", "event": id}))).into_response(),
         Ok(Accepted::Duplicate(id)) => (StatusCode::OK, axum::Json(json!({"status": "duplicate", "event": id}))).into_response(),
+        Ok(Accepted::Batch { queued, duplicates }) => {
+            (StatusCode::OK, axum::Json(json!({"status": "accepted", "events": queued, "duplicates": duplicates}))).into_response()
+        }
         Ok(Accepted::Ignored(reason)) => (StatusCode::OK, axum::Json(json!({"status": "ignored", "reason": reason}))).into_response(),
+        Ok(Accepted::Ping) => (StatusCode::OK, axum::Json(json!({"status": "ping"}))).into_response(),
         Err(Refused::Signature(e)) => {
             tracing::warn!(workflow = %name, "webhook refused: {e}");
             error(StatusCode::UNAUTHORIZED, e.to_string())

@@ -74,6 +74,9 @@ pub struct Line {
     pub sku: String,
     pub qty: i64,
     pub location: Option<String>,
+    /// Platform values of the line the workflow keeps (e.g. a catalogue id).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, serde_json::Value>,
 }
 
 impl Order {

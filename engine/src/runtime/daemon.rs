@@ -70,10 +70,11 @@ impl Daemon {
         let (waitlist, waitlist_rx) = mpsc::unbounded_channel();
         let (stop, stopping) = watch::channel(false);
         let registry = Registry::new(cfg, opts.paths.clone(), load_options, opts.clock.now_rfc3339());
+        let http = HttpClient::new()?.with_token_store(Arc::new(store.clone()));
         let rt = Arc::new(Runtime {
             store,
             registry,
-            http: HttpClient::new()?,
+            http,
             clock: opts.clock.clone(),
             queue,
             stopping: stopping.clone(),

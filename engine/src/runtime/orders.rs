@@ -38,8 +38,19 @@ pub(super) async fn handle(
     payload: Value,
 ) -> Result<Attempt, StoreError> {
     let now = rt.now();
+    // Requests may be retried until the connector's max age, counted from intake.
+    let age = crate::clock::parse_instant(&ev.received_at).map(|t| (rt.clock.now() - t).unsigned_abs()).unwrap_or_default();
+    let budget = wf.connection.connector.retry.max_age.saturating_sub(age);
+    let completed = match complete_record(rt, cfg, wf, flow, payload, budget).await {
+        Ok(c) => c,
+        Err(LookupFailure { message, retryable: true }) if !budget.is_zero() && !rt.is_stopping() => {
+            return Ok(Attempt::Later { reason: message });
+        }
+        Err(LookupFailure { message, .. }) => return fail_event(rt, &ev, message).await.map(|_| Attempt::Finished),
+    };
+    let (payload, skus) = completed;
     let origin = Origin { platform: &wf.connection.connector.name, connection: &wf.connection.name, workflow: &wf.name, now: &now };
-    let order = match flow.mapping.map(&payload, &origin) {
+    let order = match flow.mapping.map(&payload, &origin, skus.as_deref()) {
         Ok(o) => o,
         Err(e) => return fail_event(rt, &ev, e.0).await.map(|_| Attempt::Finished),
     };
@@ -72,10 +83,6 @@ pub(super) async fn handle(
         call: None,
     }];
     let base = base_context(wf, flow, &order, &payload, &now);
-
-    // Lookups may be retried until the connector's max age, counted from intake.
-    let age = crate::clock::parse_instant(&ev.received_at).map(|t| (rt.clock.now() - t).unsigned_abs()).unwrap_or_default();
-    let budget = wf.connection.connector.retry.max_age.saturating_sub(age);
     let reported = match lookup_stock(rt, cfg, wf, flow, &order, &base, &mut audit, budget).await {
         Ok(r) => r,
         Err(LookupFailure { message, retryable: true }) if !budget.is_zero() && !rt.is_stopping() => {
@@ -223,6 +230,63 @@ pub(super) fn decide(
     Ok(Decided { outcome, allocations, views })
 }
 
+/// Complete a record before mapping: the workflow's `fetch` requests, then
+/// the SKUs of lines that name only a catalogue id.
+async fn complete_record(
+    rt: &Runtime,
+    cfg: &ConfigSet,
+    wf: &Workflow,
+    flow: &OrderFlow,
+    mut record: Value,
+    budget: Duration,
+) -> Result<(Value, Option<Vec<String>>), LookupFailure> {
+    let opts = SendOptions { budget: Some(budget), ..SendOptions::default() };
+    let failed = |what: String, e: crate::connector::client::CallError| LookupFailure {
+        message: format!("{what} failed: {e}"),
+        retryable: e.is_retryable(),
+    };
+    for f in &flow.fetch {
+        let ctx = json!({ "record": record, "values": wf.connection.values, "params": flow.params });
+        let ex = rt
+            .http
+            .send_with(&cfg.templates, &wf.connection, &f.request, &ctx, opts)
+            .await
+            .map_err(|e| failed(format!("fetching the record with {}", f.request.name), e))?;
+        let kept = match &f.path {
+            Some(p) => p.first(&ex.body).cloned().ok_or_else(|| LookupFailure {
+                message: format!("{} answered without `{}`", f.request.name, p.source()),
+                retryable: false,
+            })?,
+            None => ex.body,
+        };
+        match (&f.into, &mut record) {
+            (Some(key), Value::Object(m)) => {
+                m.insert(key.clone(), kept);
+            }
+            (Some(key), _) => record = json!({ key.as_str(): kept }),
+            (None, _) => record = kept,
+        }
+    }
+    let Some((request, path)) = &flow.line_sku_request else {
+        return Ok((record, None));
+    };
+    let mut skus = Vec::new();
+    for (i, line) in flow.mapping.line_items(&record).into_iter().enumerate() {
+        let ctx = json!({ "line": line, "record": record, "values": wf.connection.values, "params": flow.params });
+        let ex = rt
+            .http
+            .send_with(&cfg.templates, &wf.connection, request, &ctx, opts)
+            .await
+            .map_err(|e| failed(format!("reading the SKU of line {} with {}", i + 1, request.name), e))?;
+        let sku = path.first(&ex.body).and_then(crate::workflow::mapping::scalar_text).filter(|s| !s.trim().is_empty());
+        skus.push(sku.ok_or_else(|| LookupFailure {
+            message: format!("line {}: {} answered without a SKU at `{}`", i + 1, request.name, path.source()),
+            retryable: false,
+        })?);
+    }
+    Ok((record, Some(skus)))
+}
+
 struct LookupFailure {
     message: String,
     /// The platform may answer later (unreachable, 5xx, throttled).
@@ -246,6 +310,9 @@ async fn lookup_stock(
     for sku in order.qty_by_sku().keys() {
         let mut ctx = base.clone();
         ctx["sku"] = Value::String(sku.to_string());
+        if let Some(line) = order.lines.iter().find(|l| l.sku == *sku) {
+            ctx["line"] = serde_json::to_value(line).expect("lines serialize");
+        }
         let opts = SendOptions { budget: Some(budget), ..SendOptions::default() };
         match rt.http.send_with(&cfg.templates, &wf.connection, &flow.stock.request, &ctx, opts).await {
             Ok(ex) => {

@@ -1,6 +1,8 @@
 //! The redb backend of the store (the only user of redb besides `tables.rs`).
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
@@ -13,6 +15,7 @@ use super::{
     AuditEntry, DeadLetter, Enqueued, EventRecord, FailedEvent, NewEvent, PushState, StockChange, StockRow, StoreError, WaitlistEntry,
     WritebackJob,
 };
+use crate::connector::credentials::{StoredToken, TokenStore};
 use crate::model::Incoming;
 use crate::model::{OrderRecord, OrderStatus};
 
@@ -61,6 +64,13 @@ impl Store {
             redb::DatabaseError::DatabaseAlreadyOpen => open_err("another ordersync process is using it".into()),
             other => open_err(other.to_string()),
         })?;
+        // Orders, customers and OAuth tokens live here: owner only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| open_err(format!("cannot restrict its permissions: {e}")))?;
+        }
         // Create every table up front so readers never meet a missing one.
         let txn = db.begin_write().map_err(storage)?;
         {
@@ -81,6 +91,7 @@ impl Store {
             txn.open_table(WAITLIST).map_err(storage)?;
             txn.open_table(PUSHES).map_err(storage)?;
             txn.open_table(CURSORS).map_err(storage)?;
+            txn.open_table(AUTH_TOKENS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
 
@@ -331,6 +342,17 @@ impl Store {
 
     pub fn cursor(&self, workflow: &str) -> Result<Option<String>, StoreError> {
         self.read(|t| Ok(t.open_table(CURSORS).map_err(storage)?.get(workflow).map_err(storage)?.map(|v| v.value().to_string())))
+    }
+
+    pub fn auth_token(&self, connection: &str) -> Result<Option<StoredToken>, StoreError> {
+        self.read(|t| {
+            t.open_table(AUTH_TOKENS)
+                .map_err(storage)?
+                .get(connection)
+                .map_err(storage)?
+                .map(|v| decode("auth token", v.value()))
+                .transpose()
+        })
     }
 
     pub fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
@@ -665,6 +687,12 @@ impl WriteTx<'_> {
         r.map_err(|e| self.fail(e))
     }
 
+    pub fn set_auth_token(&mut self, connection: &str, token: &StoredToken) -> Result<(), StoreError> {
+        let bytes = encode(token);
+        let r = self.txn.open_table(AUTH_TOKENS).and_then(|mut t| t.insert(connection, bytes.as_slice()).map(|_| ()).map_err(Into::into));
+        r.map_err(|e| self.fail(e))
+    }
+
     pub fn set_cursor(&mut self, workflow: &str, cursor: &str) -> Result<(), StoreError> {
         let r = self.txn.open_table(CURSORS).and_then(|mut t| t.insert(workflow, cursor).map(|_| ()).map_err(Into::into));
         r.map_err(|e| self.fail(e))
@@ -687,6 +715,22 @@ impl WriteTx<'_> {
         })();
         let bytes = r.map_err(|e| self.fail(e))?;
         bytes.map(|b| decode("dead letter", &b)).transpose()
+    }
+}
+
+/// Rotated OAuth refresh tokens survive restarts in the state file.
+impl TokenStore for Store {
+    fn load_token(&self, connection: &str) -> Option<StoredToken> {
+        self.auth_token(connection).unwrap_or_else(|e| {
+            tracing::error!(connection, "stored OAuth token unreadable: {e}");
+            None
+        })
+    }
+
+    fn save_token(&self, connection: &str, token: StoredToken) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+        let store = self.clone();
+        let connection = connection.to_string();
+        Box::pin(async move { store.write(move |w| w.set_auth_token(&connection, &token)).await.map_err(|e| e.to_string()) })
     }
 }
 

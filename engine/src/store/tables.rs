@@ -36,6 +36,8 @@ pub const WAITLIST: TableDefinition<(&str, u64, u64, &str), ()> = TableDefinitio
 pub const PUSHES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pushes");
 /// Poll cursors: workflow → the watermark of its last poll.
 pub const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("cursors");
+/// OAuth tokens per connection (the newest refresh token of a rotating chain).
+pub const AUTH_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("auth_tokens");
 /// Dead letters by id.
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 /// Events that could not be mapped to an order, by event id.

@@ -13,6 +13,9 @@ pub struct TestFile {
     pub workflow: String,
     /// The clock the rule sees (RFC 3339); default 2026-01-01T00:00:00Z, so ETAs decide the same every run.
     pub now: Option<String>,
+    /// Answers every case may use after its own (a login, a catalogue lookup).
+    #[serde(default)]
+    pub responses: BTreeMap<String, Vec<ResponseRaw>>,
     pub cases: Vec<CaseRaw>,
 }
 
@@ -23,8 +26,9 @@ pub struct CaseRaw {
     #[serde(default)]
     pub description: String,
     pub trigger: TriggerInput,
-    /// What the platform answers, per connector request name; the first
-    /// entry whose `when` matches (and is not used up) answers.
+    /// What the platform answers, per connector request name (`oauth2_token`
+    /// for an OAuth connector's token call, which otherwise succeeds); the
+    /// first entry whose `when` matches (and is not used up) answers.
     #[serde(default)]
     pub responses: BTreeMap<String, Vec<ResponseRaw>>,
     pub expect: ExpectRaw,
@@ -62,6 +66,9 @@ pub struct ResponseRaw {
     pub body_text: Option<String>,
     /// No answer at all: `timeout` or `reset`.
     pub fail: Option<Failure>,
+    /// Cookies the answer sets (a login's session cookie).
+    #[serde(default)]
+    pub cookies: BTreeMap<String, String>,
     /// Answer this many requests, then step aside (default: all).
     pub times: Option<u32>,
 }
@@ -95,6 +102,10 @@ pub struct ExpectRaw {
     /// The ledger afterwards, per SKU (stock workflows).
     #[serde(default)]
     pub stock: BTreeMap<String, StockExpect>,
+    /// How many times requests were sent, by name, counting every attempt
+    /// (lookups, logins and token refreshes included).
+    #[serde(default)]
+    pub calls: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]

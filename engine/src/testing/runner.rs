@@ -29,6 +29,9 @@ use crate::runtime::{Runtime, intake, process};
 use crate::store::Store;
 use crate::workflow::{Trigger, Workflow};
 
+/// The name test files use for the OAuth token call.
+const OAUTH2_TOKEN: &str = "oauth2_token";
+
 /// The outcome of one case.
 #[derive(Debug)]
 pub struct CaseResult {
@@ -103,8 +106,18 @@ pub fn run_file(cfg: &Arc<ConfigSet>, path: &Path) -> FileResult {
     };
     for (i, case) in file.cases.iter().enumerate() {
         let requests = &wf.connection.connector.requests;
+        let oauth2 = matches!(wf.connection.connector.auth, crate::connector::Auth::OAuth2(_));
+        let known = |name: &str| requests.contains_key(name) || (oauth2 && name == OAUTH2_TOKEN);
+        for name in case.expect.calls.keys() {
+            if !known(name) {
+                result.errors.push(at(
+                    &format!("cases.{i}.expect.calls.{name}"),
+                    format!("connector `{}` has no request `{name}`", wf.connection.connector.name),
+                ));
+            }
+        }
         for (name, list) in &case.responses {
-            if !requests.contains_key(name) {
+            if !known(name) {
                 let mut d = at(
                     &format!("cases.{i}.responses.{name}"),
                     format!("connector `{}` has no request `{name}`", wf.connection.connector.name),
@@ -132,6 +145,14 @@ pub fn run_file(cfg: &Arc<ConfigSet>, path: &Path) -> FileResult {
             }
         }
     }
+    for name in file.responses.keys() {
+        let requests = &wf.connection.connector.requests;
+        if !requests.contains_key(name) && name != OAUTH2_TOKEN {
+            result
+                .errors
+                .push(at(&format!("responses.{name}"), format!("connector `{}` has no request `{name}`", wf.connection.connector.name)));
+        }
+    }
     if !result.errors.is_empty() {
         return result;
     }
@@ -139,7 +160,7 @@ pub fn run_file(cfg: &Arc<ConfigSet>, path: &Path) -> FileResult {
     for case in &file.cases {
         let started = Instant::now();
         let failures = match payload_of(case, base) {
-            Ok(payload) => run_case(cfg, &wf, case, payload, now),
+            Ok(payload) => run_case(cfg, &wf, case, &file.responses, payload, now),
             Err(e) => vec![e],
         };
         result.cases.push(CaseResult { name: case.name.clone(), failures, took: started.elapsed() });
@@ -200,7 +221,12 @@ fn answer(
     });
     let Some(r) = chosen else {
         let body = json!({"errors": format!("the test gives no response for request `{}` here", req.name)});
-        return Ok(RawResponse { status: 501, retry_after: None, body: serde_json::to_vec(&body).expect("JSON serializes") });
+        if req.name == OAUTH2_TOKEN {
+            // Token refreshes succeed unless the case says otherwise.
+            let body = json!({"access_token": "test-access-token", "token_type": "bearer", "expires_in": 3600});
+            return Ok(RawResponse { status: 200, body: serde_json::to_vec(&body).expect("JSON serializes"), ..RawResponse::default() });
+        }
+        return Ok(RawResponse { status: 501, body: serde_json::to_vec(&body).expect("JSON serializes"), ..RawResponse::default() });
     };
     match r.fail {
         Some(Failure::Timeout) => return Err(TransportError { message: "timed out (in the test)".into(), ambiguous: true }),
@@ -212,7 +238,8 @@ fn answer(
         (None, Some(t)) => t.clone().into_bytes(),
         (None, None) => Vec::new(),
     };
-    Ok(RawResponse { status: r.status.unwrap_or(200), retry_after: r.retry_after.map(Duration::from_secs_f64), body })
+    let cookies = r.cookies.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(RawResponse { status: r.status.unwrap_or(200), retry_after: r.retry_after.map(Duration::from_secs_f64), body, cookies })
 }
 
 /// `https://h/x/y?a=1&b=2` with rendered path `/x/y` → (`/x/y`, {a: 1, b: 2}).
@@ -243,24 +270,35 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn run_case(cfg: &Arc<ConfigSet>, wf: &Arc<Workflow>, case: &CaseRaw, payload: Vec<u8>, now: time::OffsetDateTime) -> Vec<String> {
+fn run_case(
+    cfg: &Arc<ConfigSet>,
+    wf: &Arc<Workflow>,
+    case: &CaseRaw,
+    shared: &BTreeMap<String, Vec<ResponseRaw>>,
+    payload: Vec<u8>,
+    now: time::OffsetDateTime,
+) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("a test runtime starts");
-    rt.block_on(run_case_async(cfg.clone(), wf.clone(), case, payload, now)).unwrap_or_else(|e| vec![e])
+    rt.block_on(run_case_async(cfg.clone(), wf.clone(), case, shared, payload, now)).unwrap_or_else(|e| vec![e])
 }
 
 async fn run_case_async(
     cfg: Arc<ConfigSet>,
     wf: Arc<Workflow>,
     case: &CaseRaw,
+    shared: &BTreeMap<String, Vec<ResponseRaw>>,
     payload: Vec<u8>,
     now: time::OffsetDateTime,
 ) -> Result<Vec<String>, String> {
     let dir = std::env::temp_dir().join(format!("ordersync-test-{}-{:x}", std::process::id(), rand::random::<u64>()));
     let store = Store::open(&dir.join("state.redb")).map_err(|e| e.to_string())?;
-    let script = Arc::new(Mutex::new(Script {
-        responses: case.responses.iter().map(|(k, v)| (k.clone(), v.iter().map(|r| (r.clone(), 0)).collect())).collect(),
-        captured: Vec::new(),
-    }));
+    // The case's own answers come first; the file's shared ones after them.
+    let mut responses: BTreeMap<String, Vec<(ResponseRaw, u32)>> =
+        case.responses.iter().map(|(k, v)| (k.clone(), v.iter().map(|r| (r.clone(), 0)).collect())).collect();
+    for (k, v) in shared {
+        responses.entry(k.clone()).or_default().extend(v.iter().map(|r| (r.clone(), 0)));
+    }
+    let script = Arc::new(Mutex::new(Script { responses, captured: Vec::new() }));
     let responder_script = script.clone();
     let http = HttpClient::scripted(Arc::new(move |req, p, ctx| answer(&responder_script, req, p, ctx)));
     let (queue, mut rx) = mpsc::unbounded_channel();
@@ -305,6 +343,12 @@ async fn run_case_async(
     let failed_events = store.failed_events().map_err(|e| e.to_string())?;
     let captured = script.lock().unwrap_or_else(|e| e.into_inner()).captured.clone();
     check(&case.expect, orders.first(), &failed_events, &captured, &mut failures);
+    for (name, want) in &case.expect.calls {
+        let got = captured.iter().filter(|c| c.request == *name).count() as u32;
+        if got != *want {
+            failures.push(format!("calls of {name}: expected {want}, sent {got}"));
+        }
+    }
     for (sku, want) in &case.expect.stock {
         let on_hand: i64 = store.stock(sku).map_err(|e| e.to_string())?.iter().map(|(_, r)| r.on_hand).sum();
         let reserved = store.reserved_total(sku).map_err(|e| e.to_string())?;
@@ -322,7 +366,7 @@ async fn run_case_async(
 async fn deliver(rt: &Runtime, wf: &Workflow, case: &CaseRaw, payload: &[u8]) -> Option<u16> {
     let conn = &wf.connection;
     match &wf.trigger {
-        Trigger::Webhook { events } => {
+        Trigger::Webhook { events, .. } => {
             let mut headers = HeaderMap::new();
             let spec = conn.connector.webhook.as_ref();
             if let (Some(h), Some(e)) = (spec.and_then(|s| s.event_header.as_ref()), events.first()) {

@@ -34,9 +34,11 @@ pub struct OrderMapping {
     pub customer_name: Option<JsonPath>,
     pub customer_group: Option<JsonPath>,
     pub lines_each: JsonPath,
-    pub line_sku: JsonPath,
+    /// `None` when the SKU is read by a request (see `OrderFlow::line_sku_request`).
+    pub line_sku: Option<JsonPath>,
     pub line_qty: JsonPath,
     pub line_location: Option<JsonPath>,
+    pub line_fields: Vec<(String, JsonPath)>,
     pub received_at: Option<JsonPath>,
 }
 
@@ -54,7 +56,13 @@ pub struct Origin<'a> {
 }
 
 impl OrderMapping {
-    pub fn map(&self, payload: &Value, origin: &Origin<'_>) -> Result<Order, MappingError> {
+    /// The payload's line items.
+    pub fn line_items<'a>(&self, payload: &'a Value) -> Vec<&'a Value> {
+        self.lines_each.query(payload)
+    }
+
+    /// Map a payload; `skus` gives each line item's SKU where a request read them.
+    pub fn map(&self, payload: &Value, origin: &Origin<'_>, skus: Option<&[String]>) -> Result<Order, MappingError> {
         let external_id = self
             .external_id
             .first(payload)
@@ -67,12 +75,15 @@ impl OrderMapping {
         }
         let mut lines = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
-            let sku = self
-                .line_sku
-                .first(item)
-                .and_then(scalar_text)
-                .filter(|s| !s.trim().is_empty())
-                .ok_or_else(|| MappingError(format!("line {} has no SKU at `{}`", i + 1, self.line_sku.source())))?;
+            let sku = match (&self.line_sku, skus) {
+                (Some(path), _) => path
+                    .first(item)
+                    .and_then(scalar_text)
+                    .filter(|s| !s.trim().is_empty())
+                    .ok_or_else(|| MappingError(format!("line {} has no SKU at `{}`", i + 1, path.source())))?,
+                (None, Some(skus)) => skus.get(i).cloned().ok_or_else(|| MappingError(format!("line {} has no SKU", i + 1)))?,
+                (None, None) => return Err(MappingError(format!("line {}: its SKU was not read", i + 1))),
+            };
             let qty = self.line_qty.first(item).and_then(as_integer).ok_or_else(|| {
                 MappingError(format!("line {} ({sku}) has no whole-number quantity at `{}`", i + 1, self.line_qty.source()))
             })?;
@@ -80,7 +91,12 @@ impl OrderMapping {
                 return Err(MappingError(format!("line {} ({sku}) has quantity {qty}; expected at least 1", i + 1)));
             }
             let location = self.line_location.as_ref().and_then(|p| p.first(item)).and_then(scalar_text);
-            lines.push(Line { sku, qty, location });
+            let fields = self
+                .line_fields
+                .iter()
+                .filter_map(|(name, path)| path.first(item).filter(|v| !v.is_null()).map(|v| (name.clone(), v.clone())))
+                .collect();
+            lines.push(Line { sku, qty, location, fields });
         }
         Ok(Order {
             id: format!("{}:{}", origin.connection, external_id),
@@ -135,9 +151,10 @@ mod tests {
             customer_name: None,
             customer_group: None,
             lines_each: p("$.line_items[*]"),
-            line_sku: p("$.sku"),
+            line_sku: Some(p("$.sku")),
             line_qty: p("$.quantity"),
             line_location: None,
+            line_fields: vec![],
             received_at: Some(p("$.created_at")),
         }
     }
@@ -147,7 +164,7 @@ mod tests {
     #[test]
     fn maps_a_payload() {
         let o = mapping()
-            .map(&json!({"id": 42, "name": "#1001", "customer": {"id": 7}, "line_items": [{"sku": "A", "quantity": 2}, {"sku": "B", "quantity": "1"}]}), &ORIGIN)
+            .map(&json!({"id": 42, "name": "#1001", "customer": {"id": 7}, "line_items": [{"sku": "A", "quantity": 2}, {"sku": "B", "quantity": "1"}]}), &ORIGIN, None)
             .unwrap();
         assert_eq!(o.id, "shop:42");
         assert_eq!(o.customer.id.as_deref(), Some("7"));
@@ -168,8 +185,8 @@ mod tests {
     #[test]
     fn explains_what_is_missing() {
         let m = mapping();
-        assert!(m.map(&json!({"line_items": []}), &ORIGIN).unwrap_err().0.contains("no order id"));
-        assert!(m.map(&json!({"id": 1, "line_items": [{"quantity": 1}]}), &ORIGIN).unwrap_err().0.contains("no SKU"));
-        assert!(m.map(&json!({"id": 1, "line_items": [{"sku": "A", "quantity": 0}]}), &ORIGIN).unwrap_err().0.contains("at least 1"));
+        assert!(m.map(&json!({"line_items": []}), &ORIGIN, None).unwrap_err().0.contains("no order id"));
+        assert!(m.map(&json!({"id": 1, "line_items": [{"quantity": 1}]}), &ORIGIN, None).unwrap_err().0.contains("no SKU"));
+        assert!(m.map(&json!({"id": 1, "line_items": [{"sku": "A", "quantity": 0}]}), &ORIGIN, None).unwrap_err().0.contains("at least 1"));
     }
 }

@@ -39,6 +39,10 @@ pub enum Trigger {
     /// Signed deliveries at `/hooks/<workflow>`; `events` filters on the connector's event header.
     Webhook {
         events: Vec<String>,
+        /// A delivery that batches records: each is its own event.
+        records: Option<JsonPath>,
+        /// What identifies a record of a batch (for dedupe).
+        record_key: Vec<JsonPath>,
     },
     Poll(Box<PollSpec>),
     /// The ledger's available quantity of a matching SKU changed by at least `min_change`.
@@ -53,11 +57,27 @@ pub struct PollSpec {
     pub every: Duration,
     pub records: JsonPath,
     pub id: Option<JsonPath>,
-    pub version: Option<JsonPath>,
+    pub version: Vec<JsonPath>,
     pub watermark: Option<JsonPath>,
+    pub next_cursor: Option<JsonPath>,
     pub initial_cursor: Option<String>,
-    pub next_page: Option<JsonPath>,
+    pub pages: Pages,
     pub max_pages: u32,
+}
+
+/// How a poll asks for the next page.
+pub enum Pages {
+    /// One page only.
+    Single,
+    /// The answer names the next page's token (`page` in templates).
+    Token(JsonPath),
+    /// Page numbers from `first`; the last page is the one the totals name,
+    /// or one shorter than `size`, or an empty one.
+    Number { first: u64, size: Option<u64>, total_pages: Option<JsonPath>, total_count: Option<JsonPath> },
+    /// Record offsets from `first`, `size` apart; a short page is the last.
+    Offset { first: u64, size: u64, total_count: Option<JsonPath> },
+    /// The answer holds the next page's URL.
+    Link(JsonPath),
 }
 
 pub enum Kind {
@@ -67,11 +87,23 @@ pub enum Kind {
 }
 
 pub struct OrderFlow {
+    /// Requests that complete a record before it is mapped.
+    pub fetch: Vec<Fetch>,
     pub mapping: OrderMapping,
+    /// Where lines name only a catalogue id: the request that reads a line's SKU, and where in its answer.
+    pub line_sku_request: Option<(Arc<RequestSpec>, JsonPath)>,
     pub stock: StockLookup,
     pub rule: Rule,
     pub params: Value,
     pub steps: BTreeMap<Decision, Vec<Step>>,
+}
+
+/// A request that completes a record: its answer (or the part at `path`)
+/// replaces the record, or goes under `into`.
+pub struct Fetch {
+    pub request: Arc<RequestSpec>,
+    pub path: Option<JsonPath>,
+    pub into: Option<String>,
 }
 
 pub struct StockLookup {

@@ -9,9 +9,10 @@ use super::{Compiler, Source, check_name};
 use crate::config::diagnostic::did_you_mean;
 use crate::config::raw;
 use crate::config::yaml::Parsed;
+use crate::connector::auth::{OAuth2Spec, SessionSpec, SignedQuerySpec};
 use crate::connector::ratelimit::RateLimit;
 use crate::connector::retry::RetryPolicy;
-use crate::connector::{Auth, Body, Check, Connector, ErrorRules, RequestSpec, SignatureSpec, WebhookSpec};
+use crate::connector::{Auth, Body, Check, Connector, DeliveryKey, ErrorRules, RequestSpec, SignatureSpec, WebhookSpec};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,12 +50,97 @@ impl Compiler {
                 need_secret(self, "auth.password", password);
                 Auth::Basic { username: username.clone(), password: password.clone() }
             }
+            raw::AuthRaw::Oauth2RefreshToken(o) => {
+                need_secret(self, "auth.client_id", &o.client_id);
+                need_secret(self, "auth.client_secret", &o.client_secret);
+                need_secret(self, "auth.refresh_token", &o.refresh_token);
+                match self.token_request(src, &raw.connector, o) {
+                    Some(token_request) => Auth::OAuth2(Arc::new(OAuth2Spec {
+                        client_id: o.client_id.clone(),
+                        client_secret: o.client_secret.clone(),
+                        refresh_token: o.refresh_token.clone(),
+                        client_auth: o.client_auth,
+                        header: o.header.clone().unwrap_or_else(|| "Authorization".into()),
+                        prefix: o.prefix.clone().unwrap_or_else(|| "Bearer ".into()),
+                        refresh_on: o.refresh_on.clone().unwrap_or_else(|| vec![401]),
+                        refresh_before: Duration::from_secs(o.refresh_before_s.unwrap_or(120)),
+                        token_request: Arc::new(token_request),
+                    })),
+                    None => Auth::None,
+                }
+            }
+            raw::AuthRaw::Session(sr) => {
+                if !raw.requests.contains_key(&sr.login) {
+                    let mut d = src.at("auth.login", format!("no request `{}` in this connector", sr.login));
+                    if let Some(s) = did_you_mean(&sr.login, raw.requests.keys().map(String::as_str)) {
+                        d = d.with_help(format!("did you mean `{s}`?"));
+                    }
+                    self.push(d);
+                }
+                for name in &sr.request_secrets {
+                    need_secret(self, "auth.request_secrets", name);
+                }
+                let mut keep = Vec::new();
+                for (name, path) in &sr.keep {
+                    if let Some(p) = self.jsonpath(src, &format!("auth.keep.{name}"), path) {
+                        keep.push((name.clone(), p));
+                    }
+                }
+                let headers = self.templates_of(src, "auth.headers", &sr.headers);
+                let idle_minutes_from = self.opt_jsonpath(src, "auth.idle_minutes_from", sr.idle_minutes_from.as_ref()).flatten();
+                let relogin_when = self.opt_jsonpath(src, "auth.relogin_when", sr.relogin_when.as_ref()).flatten();
+                Auth::Session(Arc::new(SessionSpec {
+                    login: sr.login.clone(),
+                    keep,
+                    cookies: sr.cookies.clone(),
+                    headers,
+                    idle_minutes_from,
+                    idle_minutes: sr.idle_minutes,
+                    relogin_on: sr.relogin_on.clone().unwrap_or_else(|| vec![401]),
+                    relogin_when,
+                    request_secrets: sr.request_secrets.clone(),
+                }))
+            }
+            raw::AuthRaw::SignedQuery(q) => {
+                need_secret(self, "auth.secret", &q.secret);
+                for secret in q.headers.values() {
+                    need_secret(self, "auth.headers", secret);
+                }
+                Auth::SignedQuery(Arc::new(SignedQuerySpec {
+                    header: q.header.clone(),
+                    secret: q.secret.clone(),
+                    algorithm: q.algorithm,
+                    encoding: q.encoding,
+                    headers: q.headers.iter().map(|(h, s)| (h.clone(), s.clone())).collect(),
+                }))
+            }
         };
         let webhook = raw.webhook.as_ref().map(|w| {
             if let Some(sig) = &w.signature {
                 need_secret(self, "webhook.signature.secret", &sig.secret);
             }
+            let delivery_key = w.delivery_key.as_ref().map(|k| DeliveryKey {
+                headers: k.headers.clone(),
+                body: k
+                    .body
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| self.jsonpath(src, &format!("webhook.delivery_key.body.{i}"), p))
+                    .collect(),
+            });
+            if w.delivery_key.as_ref().is_some_and(|k| k.headers.is_empty() && k.body.is_empty()) {
+                self.push(src.at("webhook.delivery_key", "a delivery key needs at least one header or body field"));
+            }
+            let ping = w.ping.as_ref().and_then(|p| match regex::Regex::new(&format!("^(?:{p})$")) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.push(src.at("webhook.ping", format!("not a valid regular expression: {e}")));
+                    None
+                }
+            });
             WebhookSpec {
+                delivery_key,
+                ping,
                 signature: w.signature.as_ref().map(|s| SignatureSpec {
                     header: s.header.clone(),
                     algorithm: s.algorithm,
@@ -78,7 +164,11 @@ impl Compiler {
         let mut requests = BTreeMap::new();
         for (name, r) in &raw.requests {
             check_name(self, src, &format!("requests.{name}"), name);
-            if let Some(req) = self.request(src, &raw.connector, name, r, timeout) {
+            let login = match &raw.auth {
+                raw::AuthRaw::Session(s) => Some(s.login.as_str()),
+                _ => None,
+            };
+            if let Some(req) = self.request(src, &raw.connector, name, r, timeout, login) {
                 requests.insert(name.clone(), Arc::new(req));
             }
         }
@@ -160,12 +250,22 @@ impl Compiler {
         Some(RateLimit { per_second, burst, cost, actual_cost, available })
     }
 
-    fn request(&mut self, src: Source, connector: &str, name: &str, r: &raw::RequestRaw, default_timeout: Duration) -> Option<RequestSpec> {
+    fn request(
+        &mut self,
+        src: Source,
+        connector: &str,
+        name: &str,
+        r: &raw::RequestRaw,
+        default_timeout: Duration,
+        login_request: Option<&str>,
+    ) -> Option<RequestSpec> {
         let field = format!("requests.{name}");
         let before = self.diags.len();
+        let is_login = login_request == Some(name);
         let path = self.template(src, &format!("{field}.path"), &r.path);
-        if !r.path.starts_with('/') && !r.path.starts_with("{{") {
-            self.push(src.at(&format!("{field}.path"), format!("path `{}` must start with `/`", r.path)));
+        let absolute = r.path.starts_with("https://") || r.path.starts_with("http://");
+        if !r.path.starts_with('/') && !r.path.starts_with("{{") && !absolute {
+            self.push(src.at(&format!("{field}.path"), format!("path `{}` must start with `/` (or be a whole URL)", r.path)));
         }
         let query = self.templates_of(src, &format!("{field}.query"), &r.query);
         let headers = self.templates_of(src, &format!("{field}.headers"), &r.headers);
@@ -214,6 +314,38 @@ impl Compiler {
             user_errors: user_errors?,
             timeout: r.timeout_ms.map_or(default_timeout, Duration::from_millis),
             check,
+            authenticate: r.auth.unwrap_or(true) && !is_login,
+        })
+    }
+
+    /// The token call of the OAuth refresh-token grant, as a request of its own (`oauth2_token`).
+    fn token_request(&mut self, src: Source, connector: &str, o: &raw::OAuth2Raw) -> Option<RequestSpec> {
+        let path = self.template(src, "auth.token_url", &o.token_url)?;
+        let mut form = vec![
+            ("grant_type".to_string(), self.template(src, "auth", "refresh_token")?),
+            ("refresh_token".to_string(), self.template(src, "auth", "{{refresh_token}}")?),
+        ];
+        let mut headers = vec![("Accept".to_string(), self.template(src, "auth", "application/json")?)];
+        match o.client_auth {
+            raw::ClientAuth::Basic => headers.push(("Authorization".to_string(), self.template(src, "auth", "{{client_basic}}")?)),
+            raw::ClientAuth::Body => {
+                form.push(("client_id".to_string(), self.template(src, "auth", "{{client_id}}")?));
+                form.push(("client_secret".to_string(), self.template(src, "auth", "{{client_secret}}")?));
+            }
+        }
+        Some(RequestSpec {
+            connector: connector.to_string(),
+            name: "oauth2_token".into(),
+            method: raw::HttpMethod::Post,
+            path,
+            query: Vec::new(),
+            headers,
+            body: Body::Form(form),
+            extract: Vec::new(),
+            user_errors: None,
+            timeout: DEFAULT_TIMEOUT,
+            check: None,
+            authenticate: false,
         })
     }
 }

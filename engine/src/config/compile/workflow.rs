@@ -20,7 +20,7 @@ use crate::inventory::pattern::SkuPattern;
 use crate::model::Decision;
 use crate::workflow::mapping::{Condition, OrderMapping};
 use crate::workflow::stock::STOCK_FIELDS;
-use crate::workflow::{Kind, OrderFlow, PollSpec, PushFlow, Step, StockFlow, StockLookup, Trigger, Workflow, parse_interval};
+use crate::workflow::{Fetch, Kind, OrderFlow, Pages, PollSpec, PushFlow, Step, StockFlow, StockLookup, Trigger, Workflow, parse_interval};
 
 /// A workflow compiled up to the point where it needs its connection.
 pub struct WorkflowDraft {
@@ -35,7 +35,7 @@ pub struct WorkflowDraft {
 }
 
 enum TriggerDraft {
-    Webhook { events: Vec<String> },
+    Webhook { events: Vec<String>, records: Option<JsonPath>, record_key: Vec<JsonPath> },
     Poll { request: String, spec: Box<PollDraft> },
     StockChange { skus: Vec<SkuPattern>, min_change: i64 },
 }
@@ -44,16 +44,27 @@ struct PollDraft {
     every: std::time::Duration,
     records: JsonPath,
     id: Option<JsonPath>,
-    version: Option<JsonPath>,
+    version: Vec<JsonPath>,
     watermark: Option<JsonPath>,
+    next_cursor: Option<JsonPath>,
     initial_cursor: Option<String>,
-    next_page: Option<JsonPath>,
+    pages: Pages,
     max_pages: u32,
+}
+
+struct FetchDraft {
+    request: String,
+    field: String,
+    path: Option<JsonPath>,
+    into: Option<String>,
 }
 
 enum KindDraft {
     /// Parts are missing when they had errors; references are still checked.
     Orders {
+        fetch: Vec<FetchDraft>,
+        /// The request that reads a line's SKU, and the path in its answer.
+        line_sku_request: Option<(String, JsonPath)>,
         mapping: Option<Box<OrderMapping>>,
         stock_request: Option<String>,
         rule: Option<Rule>,
@@ -134,6 +145,7 @@ impl Compiler {
     fn not_for_kind(&mut self, src: Source, raw: &raw::WorkflowFile, kind: &str) {
         let stray = [
             ("stock", raw.stock.is_some()),
+            ("fetch", !raw.fetch.is_empty()),
             ("rule", raw.rule.is_some()),
             ("on", !raw.on.approve.is_empty() || !raw.on.reject.is_empty() || !raw.on.waitlist.is_empty()),
         ];
@@ -154,7 +166,12 @@ impl Compiler {
             return None;
         }
         if let Some(w) = &t.webhook {
-            return Some(TriggerDraft::Webhook { events: w.events.clone() });
+            let records = self.opt_jsonpath(src, "trigger.webhook.records", w.records.as_ref()).flatten();
+            let record_key = self.paths(src, "trigger.webhook.record_key", &w.record_key.0);
+            if records.is_none() && !w.record_key.0.is_empty() {
+                self.push(src.at("trigger.webhook.record_key", "`record_key` identifies records of a batch: it needs `records`"));
+            }
+            return Some(TriggerDraft::Webhook { events: w.events.clone(), records, record_key });
         }
         if let Some(s) = &t.stock_change {
             return Some(TriggerDraft::StockChange {
@@ -172,17 +189,67 @@ impl Compiler {
         let path =
             |c: &mut Compiler, f: &str, v: &Option<String>| v.as_ref().and_then(|v| c.jsonpath(src, &format!("trigger.poll.{f}"), v));
         let records = self.jsonpath(src, "trigger.poll.records", &p.records);
+        if p.watermark.is_some() && p.next_cursor.is_some() {
+            self.push(src.at("trigger.poll.next_cursor", "a poll takes its next cursor from `watermark` or from `next_cursor`, not both"));
+        }
+        let pages = self.pages(src, p);
         let spec = PollDraft {
             every: every.unwrap_or_default(),
             records: records.clone().unwrap_or_else(|| JsonPath::compile("$").expect("$ compiles")),
             id: path(self, "id", &p.id),
-            version: path(self, "version", &p.version),
+            version: self.paths(src, "trigger.poll.version", &p.version.0),
             watermark: path(self, "watermark", &p.watermark),
+            next_cursor: path(self, "next_cursor", &p.next_cursor),
             initial_cursor: p.initial_cursor.clone(),
-            next_page: path(self, "next_page", &p.next_page),
+            pages,
             max_pages: p.max_pages.unwrap_or(100).max(1),
         };
         (every.is_some() && records.is_some()).then(|| TriggerDraft::Poll { request: p.request.clone(), spec: Box::new(spec) })
+    }
+
+    fn paths(&mut self, src: Source, field: &str, list: &[String]) -> Vec<JsonPath> {
+        let one = list.len() == 1;
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, p)| if one { self.jsonpath(src, field, p) } else { self.jsonpath(src, &format!("{field}.{i}"), p) })
+            .collect()
+    }
+
+    /// How a poll asks for further pages.
+    fn pages(&mut self, src: Source, p: &raw::PollTriggerRaw) -> Pages {
+        let Some(pages) = &p.pages else {
+            return match &p.next_page {
+                Some(next) => self.jsonpath(src, "trigger.poll.next_page", next).map_or(Pages::Single, Pages::Token),
+                None => Pages::Single,
+            };
+        };
+        if p.next_page.is_some() {
+            self.push(src.at("trigger.poll.pages", "use either `next_page` (a token) or `pages`, not both"));
+        }
+        let total_pages = self.opt_jsonpath(src, "trigger.poll.pages.total_pages", pages.total_pages.as_ref()).flatten();
+        let total_count = self.opt_jsonpath(src, "trigger.poll.pages.total_count", pages.total_count.as_ref()).flatten();
+        match pages.by {
+            raw::PageStyle::Number => {
+                if total_count.is_some() && pages.size.is_none() {
+                    self.push(src.at("trigger.poll.pages.size", "`total_count` needs the page `size` to tell the last page"));
+                }
+                Pages::Number { first: pages.first.unwrap_or(1), size: pages.size, total_pages, total_count }
+            }
+            raw::PageStyle::Offset => match pages.size {
+                Some(size) if size > 0 => Pages::Offset { first: pages.first.unwrap_or(0), size, total_count },
+                _ => {
+                    self.push(src.at("trigger.poll.pages", "offset pages need `size` (records per page)"));
+                    Pages::Single
+                }
+            },
+            raw::PageStyle::Link => match &pages.link {
+                Some(link) => self.jsonpath(src, "trigger.poll.pages.link", link).map_or(Pages::Single, Pages::Link),
+                None => {
+                    self.push(src.at("trigger.poll.pages", "link pages need `link`, the JSONPath of the next page's URL"));
+                    Pages::Single
+                }
+            },
+        }
     }
 
     fn condition(&mut self, src: Source, field: &str, c: &ConditionRaw) -> Option<Condition> {
@@ -218,12 +285,32 @@ impl Compiler {
                 customer_name: self.opt_jsonpath(src, "order.customer.name", m.customer.name.as_ref())?,
                 customer_group: self.opt_jsonpath(src, "order.customer.group", m.customer.group.as_ref())?,
                 lines_each: self.jsonpath(src, "order.lines.each", &m.lines.each)?,
-                line_sku: self.jsonpath(src, "order.lines.sku", &m.lines.sku)?,
+                line_sku: match &m.lines.sku {
+                    raw::SkuSourceRaw::Path(p) => Some(self.jsonpath(src, "order.lines.sku", p)?),
+                    raw::SkuSourceRaw::Request(_) => None,
+                },
+                line_fields: {
+                    let mut out = Vec::new();
+                    for (name, p) in &m.lines.fields {
+                        out.push((name.clone(), self.jsonpath(src, &format!("order.lines.fields.{name}"), p)?));
+                    }
+                    out
+                },
                 line_qty: self.jsonpath(src, "order.lines.qty", &m.lines.qty)?,
                 line_location: self.opt_jsonpath(src, "order.lines.location", m.lines.location.as_ref())?,
                 received_at: self.opt_jsonpath(src, "order.received_at", m.received_at.as_ref())?,
             })
         })();
+        let line_sku_request = match &m.lines.sku {
+            raw::SkuSourceRaw::Request(r) => self.jsonpath(src, "order.lines.sku.path", &r.path).map(|p| (r.request.clone(), p)),
+            raw::SkuSourceRaw::Path(_) => None,
+        };
+        let mut fetch = Vec::new();
+        for (i, f) in raw.fetch.iter().enumerate() {
+            let field = format!("fetch.{i}");
+            let path = self.opt_jsonpath(src, &format!("{field}.path"), f.path.as_ref()).flatten();
+            fetch.push(FetchDraft { request: f.request.clone(), field, path, into: f.into.clone() });
+        }
         let stock_request = match &raw.stock {
             Some(s) => Some(s.request.clone()),
             None => {
@@ -259,6 +346,8 @@ impl Compiler {
             steps.insert(decision, self.steps(src, &format!("on.{}", decision.as_str()), list).unwrap_or_default());
         }
         Some(KindDraft::Orders {
+            fetch,
+            line_sku_request,
             mapping: mapping.map(Box::new),
             stock_request,
             rule,
@@ -360,14 +449,14 @@ impl Compiler {
         let connector = connection.connector.clone();
         let before = self.diags.len();
         let trigger = match draft.trigger {
-            Some(TriggerDraft::Webhook { events }) => {
+            Some(TriggerDraft::Webhook { events, records, record_key }) => {
                 if connector.webhook.is_none() {
                     self.push(src.at(
                         "trigger.webhook",
                         format!("connector `{}` declares no `webhook` section, so it cannot verify deliveries", connector.name),
                     ));
                 }
-                Some(Trigger::Webhook { events })
+                Some(Trigger::Webhook { events, records, record_key })
             }
             Some(TriggerDraft::StockChange { skus, min_change }) => Some(Trigger::StockChange { skus, min_change }),
             Some(TriggerDraft::Poll { request, spec }) => self.find(src, &connector, "trigger.poll.request", &request).map(|request| {
@@ -379,15 +468,27 @@ impl Compiler {
                     id: s.id,
                     version: s.version,
                     watermark: s.watermark,
+                    next_cursor: s.next_cursor,
                     initial_cursor: s.initial_cursor,
-                    next_page: s.next_page,
+                    pages: s.pages,
                     max_pages: s.max_pages,
                 }))
             }),
             None => None,
         };
         let kind = match draft.kind {
-            Some(KindDraft::Orders { mapping, stock_request, rule, params, steps }) => {
+            Some(KindDraft::Orders { fetch, line_sku_request, mapping, stock_request, rule, params, steps }) => {
+                let fetch: Vec<Fetch> = fetch
+                    .into_iter()
+                    .filter_map(|f| {
+                        let request = self.find(src, &connector, &format!("{}.request", f.field), &f.request)?;
+                        Some(Fetch { request, path: f.path, into: f.into })
+                    })
+                    .collect();
+                let line_sku_request = match line_sku_request {
+                    Some((name, path)) => self.find(src, &connector, "order.lines.sku.request", &name).map(|r| Some((r, path))),
+                    None => Some(None),
+                };
                 let request = stock_request.and_then(|name| self.find(src, &connector, "stock.request", &name));
                 if let Some(r) = &request {
                     self.check_stock_extracts(src, "stock.request", r, false);
@@ -396,8 +497,10 @@ impl Compiler {
                 for (decision, drafts) in steps {
                     linked.insert(decision, self.link_steps(src, &connector, drafts));
                 }
-                match (request, mapping, rule) {
-                    (Some(request), Some(mapping), Some(rule)) => Some(Kind::Orders(Box::new(OrderFlow {
+                match (request, mapping, rule, line_sku_request) {
+                    (Some(request), Some(mapping), Some(rule), Some(line_sku_request)) => Some(Kind::Orders(Box::new(OrderFlow {
+                        fetch,
+                        line_sku_request,
                         mapping: *mapping,
                         stock: StockLookup { request },
                         rule,
