@@ -355,7 +355,9 @@ pub struct RequestRaw {
 pub struct CheckRaw {
     /// A request of the same connector that reads the current state.
     pub request: String,
-    /// JSONPath into its answer; a match that is not null, false or empty means done.
+    /// JSONPath into its answer; a match that is not null, false or empty
+    /// means done. It may be a template over the request's context (e.g.
+    /// `$[?(@.note == {{json args.note}})]`), rendered before it is used.
     pub done_when: String,
 }
 
@@ -383,6 +385,9 @@ pub struct ExtractSpecRaw {
     /// Fail when `path` matches nothing (and there is no default).
     #[serde(default)]
     pub required: bool,
+    /// With `path`: true when a match equals one of these values, else false
+    /// (a flag from a platform's own vocabulary, e.g. `tYES`).
+    pub equals: Option<Vec<Value>>,
 }
 
 impl JsonSchema for ExtractRaw {
@@ -393,7 +398,7 @@ impl JsonSchema for ExtractRaw {
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         let spec = generator.subschema_for::<ExtractSpecRaw>();
         json_schema!({
-            "description": "A JSONPath (its first match), or a map with one of `path`, `all`, `sum`, `each`.",
+            "description": "A JSONPath (its first match), or a map with one of `path` (with `default`, `required` or `equals`), `all`, `sum`, `each`.",
             "oneOf": [{ "type": "string" }, spec]
         })
     }
@@ -614,6 +619,9 @@ pub struct OrderMappingRaw {
     pub customer: CustomerMappingRaw,
     pub lines: LinesMappingRaw,
     pub received_at: Option<String>,
+    /// Decide the order only once this holds (e.g. paid, confirmed); earlier
+    /// events are acknowledged and a later event of the order decides it.
+    pub ready: Option<ConditionRaw>,
     /// When this holds, the platform reports the order cancelled.
     pub cancelled: Option<ConditionRaw>,
     /// When this holds, the platform reports the order shipped.

@@ -15,6 +15,8 @@ pub enum Extractor {
     Sum { path: JsonPath },
     /// One object per item matched by `path`, built from `fields` relative to the item.
     Each { path: JsonPath, fields: Vec<(String, Extractor)> },
+    /// True when a match equals one of `equals`.
+    Test { path: JsonPath, equals: Vec<Value> },
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,6 +37,7 @@ impl Extractor {
                 },
             },
             Extractor::All { path } => Ok(Value::Array(path.query(doc).into_iter().cloned().collect())),
+            Extractor::Test { path, equals } => Ok(Value::Bool(path.query(doc).into_iter().any(|v| equals.contains(v)))),
             Extractor::Sum { path } => {
                 let mut int_sum: i64 = 0;
                 let mut float_sum = 0.0;
@@ -109,6 +112,14 @@ mod tests {
     fn sum_adds_numbers_and_numeric_strings() {
         let doc = json!({"a": [{"n": 2}, {"n": "3"}, {"n": null}]});
         assert_eq!(Extractor::Sum { path: p("$.a[*].n") }.extract(&doc).unwrap(), json!(5));
+    }
+
+    #[test]
+    fn tests_turn_platform_flags_into_booleans() {
+        let ex = Extractor::Test { path: p("$.Frozen"), equals: vec![json!("tYES")] };
+        assert_eq!(ex.extract(&json!({"Frozen": "tYES"})).unwrap(), json!(true));
+        assert_eq!(ex.extract(&json!({"Frozen": "tNO"})).unwrap(), json!(false));
+        assert_eq!(ex.extract(&json!({})).unwrap(), json!(false));
     }
 
     #[test]

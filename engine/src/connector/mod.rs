@@ -101,7 +101,15 @@ pub struct RequestSpec {
 #[derive(Debug, Clone)]
 pub struct Check {
     pub request: String,
-    pub done_when: JsonPath,
+    pub done_when: DoneWhen,
+}
+
+/// A JSONPath, or a template that renders one with the request's own
+/// values (to look for the very note or line a request adds).
+#[derive(Debug, Clone)]
+pub enum DoneWhen {
+    Path(JsonPath),
+    Template(Template),
 }
 
 pub enum Body {

@@ -73,6 +73,12 @@ pub(super) async fn handle(
             let status = if cancelled { OrderStatus::Cancelled } else { OrderStatus::Fulfilled };
             return record_final(rt, cfg, order, payload, &ev, status).await.map(|_| Attempt::Finished);
         }
+        _ if flow.mapping.ready.as_ref().is_some_and(|r| !r.holds(&payload)) => {
+            // Not confirmed on the platform yet (e.g. unpaid): a later event decides it.
+            tracing::info!(workflow = %wf.name, order = %order.id, "not ready to decide yet; waiting for a later event");
+            let id = ev.id;
+            return rt.store.write(move |w| w.remove_event(id)).await.map(|_| Attempt::Finished);
+        }
         _ => {}
     }
 
@@ -84,6 +90,9 @@ pub(super) async fn handle(
     }];
     let base = base_context(wf, flow, &order, &payload, &now);
     let reported = match lookup_stock(rt, cfg, wf, flow, &order, &base, &mut audit, budget).await {
+        // A platform whose figures leave out its open orders has left this
+        // one out too: count its units back, as those of its other open orders are.
+        Ok(r) if wf.connection.connector.reported_excludes_open_orders => with_own_units(r, &order),
         Ok(r) => r,
         Err(LookupFailure { message, retryable: true }) if !budget.is_zero() && !rt.is_stopping() => {
             return Ok(Attempt::Later { reason: message });
@@ -285,6 +294,19 @@ async fn complete_record(
         })?);
     }
     Ok((record, Some(skus)))
+}
+
+/// Reported stock with the order's own units added back at its first location.
+fn with_own_units(mut reported: BTreeMap<String, ReportedStock>, order: &Order) -> BTreeMap<String, ReportedStock> {
+    for (sku, qty) in order.qty_by_sku() {
+        if let Some(r) = reported.get_mut(sku) {
+            match r.levels.first_mut() {
+                Some(first) => first.1 += qty,
+                None => r.levels.push(("default".into(), qty)),
+            }
+        }
+    }
+    reported
 }
 
 struct LookupFailure {

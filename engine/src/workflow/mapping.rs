@@ -26,6 +26,9 @@ impl Condition {
 }
 
 pub struct OrderMapping {
+    /// When set, an order is decided only once this holds (e.g. paid);
+    /// events before that are acknowledged and left for a later one.
+    pub ready: Option<Condition>,
     pub cancelled: Option<Condition>,
     pub fulfilled: Option<Condition>,
     pub external_id: JsonPath,
@@ -143,6 +146,7 @@ mod tests {
     fn mapping() -> OrderMapping {
         let p = |s: &str| JsonPath::compile(s).unwrap();
         OrderMapping {
+            ready: None,
             cancelled: None,
             fulfilled: None,
             external_id: p("$.id"),

@@ -12,7 +12,7 @@ use crate::config::yaml::Parsed;
 use crate::connector::auth::{OAuth2Spec, SessionSpec, SignedQuerySpec};
 use crate::connector::ratelimit::RateLimit;
 use crate::connector::retry::RetryPolicy;
-use crate::connector::{Auth, Body, Check, Connector, DeliveryKey, ErrorRules, RequestSpec, SignatureSpec, WebhookSpec};
+use crate::connector::{Auth, Body, Check, Connector, DeliveryKey, DoneWhen, ErrorRules, RequestSpec, SignatureSpec, WebhookSpec};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -294,9 +294,12 @@ impl Compiler {
         }
         let user_errors = self.opt_jsonpath(src, &format!("{field}.user_errors"), r.user_errors.as_ref());
         let check = match &r.check {
+            Some(c) if c.done_when.contains("{{") => self
+                .template(src, &format!("{field}.check.done_when"), &c.done_when)
+                .map(|t| Check { request: c.request.clone(), done_when: DoneWhen::Template(t) }),
             Some(c) => self
                 .jsonpath(src, &format!("{field}.check.done_when"), &c.done_when)
-                .map(|done_when| Check { request: c.request.clone(), done_when }),
+                .map(|p| Check { request: c.request.clone(), done_when: DoneWhen::Path(p) }),
             None => None,
         };
         if self.diags.len() > before {

@@ -118,8 +118,8 @@ impl Compiler {
                     self.push(src.at(&format!("{field}.fields"), "`fields` only goes with `each`"));
                     return None;
                 }
-                if (spec.default.is_some() || spec.required) && spec.path.is_none() {
-                    self.push(src.at(field, "`default` and `required` only go with `path`"));
+                if (spec.default.is_some() || spec.required || spec.equals.is_some()) && spec.path.is_none() {
+                    self.push(src.at(field, "`default`, `required` and `equals` only go with `path`"));
                     return None;
                 }
                 if let Some(each) = &spec.each {
@@ -146,6 +146,13 @@ impl Compiler {
                 }
                 let p = spec.path.as_ref().expect("exactly one mode is set");
                 let path = self.jsonpath(src, &format!("{field}.path"), p)?;
+                if let Some(equals) = &spec.equals {
+                    if spec.default.is_some() || spec.required {
+                        self.push(src.at(field, "`equals` gives true or false; it takes no `default` or `required`"));
+                        return None;
+                    }
+                    return Some(Extractor::Test { path, equals: equals.clone() });
+                }
                 Some(Extractor::First { path, default: spec.default.clone(), required: spec.required })
             }
         }

@@ -271,6 +271,10 @@ impl Compiler {
     ) -> Option<KindDraft> {
         let mapping = (|| {
             Some(OrderMapping {
+                ready: match &m.ready {
+                    Some(c) => Some(self.condition(src, "order.ready", c)?),
+                    None => None,
+                },
                 cancelled: match &m.cancelled {
                     Some(c) => Some(self.condition(src, "order.cancelled", c)?),
                     None => None,
