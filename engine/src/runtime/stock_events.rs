@@ -52,6 +52,11 @@ pub(super) async fn handle(
             tracing::debug!(workflow = %wf.name, event = ev.id, "a stock item without a SKU; skipped");
             continue;
         };
+        if ["on_hand", "available", "levels"].iter().all(|k| extracts.get(*k).is_none_or(Value::is_null)) {
+            // No figure (e.g. a product whose stock the platform does not track): nothing to record.
+            tracing::debug!(workflow = %wf.name, event = ev.id, %sku, "a stock item without a quantity; skipped");
+            continue;
+        }
         match stock::from_extracts(&sku, &extracts, &now) {
             Ok(r) => reports.push(r),
             Err(e) => return fail_event(rt, &ev, e).await.map(|_| Attempt::Finished),

@@ -85,7 +85,8 @@ pub enum Failure {
 pub struct ExpectRaw {
     /// approve, reject or waitlist.
     pub decision: Option<String>,
-    /// The order's status when no decision is expected (error, cancelled, fulfilled…).
+    /// The order's status when no decision is expected (error, cancelled,
+    /// fulfilled…, or `none` when no order may be recorded).
     pub status: Option<String>,
     pub reason: Option<String>,
     pub reason_contains: Option<String>,
