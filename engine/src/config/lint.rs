@@ -62,15 +62,19 @@ pub fn lint(
                     earlier.push(&step.name);
                 }
             }
-            for (v, why) in reads(&flow.stock.request, &|root, rest| match root {
-                "sku" | "now" | "line" => None,
-                "order" => order_field(rest),
-                "values" => value_field(&wf.connection.connector, rest),
-                "params" => None,
-                "session" | "secrets" => auth_field(&wf.connection.connector, root, rest),
-                other => Some(format!("`{other}` is not in a stock lookup's context (sku, line, order, values, params, now)")),
+            for (name, v, why) in std::iter::once(&flow.stock.request).chain(&flow.stock.also).flat_map(|r| {
+                reads(r, &|root, rest| match root {
+                    "sku" | "now" | "line" => None,
+                    "order" => order_field(rest),
+                    "values" => value_field(&wf.connection.connector, rest),
+                    "params" => None,
+                    "session" | "secrets" => auth_field(&wf.connection.connector, root, rest),
+                    other => Some(format!("`{other}` is not in a stock lookup's context (sku, line, order, values, params, now)")),
+                })
+                .into_iter()
+                .map(move |(v, why)| (r.name.clone(), v, why))
             }) {
-                out.push(at("stock.request", format!("request `{}` reads `{v}`: {why}", flow.stock.request.name)));
+                out.push(at("stock.request", format!("request `{name}` reads `{v}`: {why}")));
             }
         }
         if let Kind::Push(p) = &wf.kind {
@@ -227,6 +231,7 @@ fn unused_requests(
             Kind::Orders(o) => {
                 mark(&o.stock.request);
                 o.fetch.iter().for_each(|f| mark(&f.request));
+                o.stock.also.iter().for_each(|r| mark(r));
                 if let Some((r, _)) = &o.line_sku_request {
                     mark(r);
                 }

@@ -340,6 +340,10 @@ pub struct RequestRaw {
     pub extract: BTreeMap<String, ExtractRaw>,
     /// JSONPath to errors reported inside a 2xx response (e.g. GraphQL `userErrors`).
     pub user_errors: Option<String>,
+    /// JSONPath that must match something other than null, false or empty in
+    /// a 2xx answer for it to count as done (an API that answers `false`
+    /// when it declines).
+    pub success_when: Option<String>,
     pub timeout_ms: Option<u64>,
     /// `false` for a request that must go without the connector's auth (a
     /// pre-signed upload URL, a login). Default true.
@@ -752,11 +756,16 @@ impl<'de> Deserialize<'de> for SkuSourceRaw {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockLookupRaw {
-    /// Connector request run once per SKU with `sku` in its context. It must
-    /// extract `on_hand` or `available`, or `levels` (items with `location`
-    /// and `on_hand`/`available`); `incoming` (items with `qty` and `eta`, or
-    /// one number) is optional; every other extract is passed on as `refs`.
+    /// Connector request run once per SKU with `sku` (and `line`, the first
+    /// order line of the SKU) in its context. It must extract `on_hand` or
+    /// `available`, or `levels` (items with `location` and
+    /// `on_hand`/`available`); `incoming` (items with `qty` and `eta`, or one
+    /// number) is optional; every other extract is passed on as `refs`.
     pub request: String,
+    /// More requests per SKU whose extracts join the first one's (e.g. the
+    /// product's status where stock lives in another resource).
+    #[serde(default)]
+    pub also: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

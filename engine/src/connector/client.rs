@@ -553,6 +553,17 @@ impl HttpClient {
                 return Err(fail(summary, format!("{} was refused: {}", req.name, error_text(Some(found), &bytes)), false, false, None));
             }
         }
+        if let Some(p) = &req.success_when {
+            if !p.query(&body).into_iter().any(|v| !matches!(v, Value::Null | Value::Bool(false)) && !is_empty(v)) {
+                return Err(fail(
+                    summary,
+                    format!("{} was declined: the platform answered {}", req.name, error_text(None, &bytes)),
+                    false,
+                    false,
+                    None,
+                ));
+            }
+        }
         let extracts = if req.extract.is_empty() {
             Value::Object(Map::new())
         } else {

@@ -90,6 +90,8 @@ pub struct RequestSpec {
     pub body: Body,
     pub extract: Vec<(String, Extractor)>,
     pub user_errors: Option<JsonPath>,
+    /// A 2xx answer counts as done only when this matches something truthy.
+    pub success_when: Option<JsonPath>,
     pub timeout: Duration,
     /// Read-before-write for resends.
     pub check: Option<Check>,

@@ -336,7 +336,22 @@ async fn lookup_stock(
             ctx["line"] = serde_json::to_value(line).expect("lines serialize");
         }
         let opts = SendOptions { budget: Some(budget), ..SendOptions::default() };
-        match rt.http.send_with(&cfg.templates, &wf.connection, &flow.stock.request, &ctx, opts).await {
+        let mut answer = rt.http.send_with(&cfg.templates, &wf.connection, &flow.stock.request, &ctx, opts).await;
+        // Further requests add what the first one lacks (a product's status, say).
+        for also in &flow.stock.also {
+            let Ok(first) = &mut answer else { break };
+            match rt.http.send_with(&cfg.templates, &wf.connection, also, &ctx, opts).await {
+                Ok(more) => {
+                    if let (Value::Object(into), Value::Object(from)) = (&mut first.extracts, more.extracts) {
+                        for (k, v) in from {
+                            into.entry(k).or_insert(v);
+                        }
+                    }
+                }
+                Err(e) => answer = Err(e),
+            }
+        }
+        match answer {
             Ok(ex) => {
                 METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "ok")]);
                 let reported = stock::from_extracts(sku, &ex.extracts, &now)

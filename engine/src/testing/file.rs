@@ -90,7 +90,8 @@ pub struct ExpectRaw {
     pub status: Option<String>,
     pub reason: Option<String>,
     pub reason_contains: Option<String>,
-    /// Part of the order's error message (status error), or of the failed event's.
+    /// Part of the order's error message (status error), of the failed
+    /// event's, or of the dead letter's (a write-back that gave up).
     pub error_contains: Option<String>,
     /// What the approval reserves.
     pub allocations: Option<Vec<AllocationRaw>>,

@@ -341,8 +341,9 @@ async fn run_case_async(
     }
     let orders = store.orders(None, 10).map_err(|e| e.to_string())?;
     let failed_events = store.failed_events().map_err(|e| e.to_string())?;
+    let dead_letters = store.dead_letters().map_err(|e| e.to_string())?;
     let captured = script.lock().unwrap_or_else(|e| e.into_inner()).captured.clone();
-    check(&case.expect, orders.first(), &failed_events, &captured, &mut failures);
+    check(&case.expect, orders.first(), &failed_events, &dead_letters, &captured, &mut failures);
     for (name, want) in &case.expect.calls {
         let got = captured.iter().filter(|c| c.request == *name).count() as u32;
         if got != *want {
@@ -423,11 +424,15 @@ fn check(
     expect: &super::file::ExpectRaw,
     order: Option<&crate::model::OrderRecord>,
     failed: &[crate::store::FailedEvent],
+    dead: &[crate::store::DeadLetter],
     captured: &[Captured],
     failures: &mut Vec<String>,
 ) {
     let status = order.map(|o| o.status.as_str());
-    let error = order.and_then(|o| o.error.clone()).or_else(|| failed.first().map(|f| f.error.clone()));
+    let error = order
+        .and_then(|o| o.error.clone())
+        .or_else(|| failed.first().map(|f| f.error.clone()))
+        .or_else(|| dead.first().map(|d| format!("step {}: {}", d.step, d.error)));
     let explain = || match (order, &error) {
         (Some(o), Some(e)) => format!(" (status {}, error: {e})", o.status.as_str()),
         (Some(o), None) => format!(" (status {}, reason: {})", o.status.as_str(), o.reason),

@@ -108,6 +108,8 @@ pub struct Fetch {
 
 pub struct StockLookup {
     pub request: Arc<RequestSpec>,
+    /// More requests whose extracts join the first one's.
+    pub also: Vec<Arc<RequestSpec>>,
 }
 
 pub struct StockFlow {

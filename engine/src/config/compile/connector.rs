@@ -293,6 +293,7 @@ impl Compiler {
             }
         }
         let user_errors = self.opt_jsonpath(src, &format!("{field}.user_errors"), r.user_errors.as_ref());
+        let success_when = self.opt_jsonpath(src, &format!("{field}.success_when"), r.success_when.as_ref());
         let check = match &r.check {
             Some(c) if c.done_when.contains("{{") => self
                 .template(src, &format!("{field}.check.done_when"), &c.done_when)
@@ -315,6 +316,7 @@ impl Compiler {
             body: body?,
             extract,
             user_errors: user_errors?,
+            success_when: success_when?,
             timeout: r.timeout_ms.map_or(default_timeout, Duration::from_millis),
             check,
             authenticate: r.auth.unwrap_or(true) && !is_login,
@@ -346,6 +348,7 @@ impl Compiler {
             body: Body::Form(form),
             extract: Vec::new(),
             user_errors: None,
+            success_when: None,
             timeout: DEFAULT_TIMEOUT,
             check: None,
             authenticate: false,

@@ -67,6 +67,7 @@ enum KindDraft {
         line_sku_request: Option<(String, JsonPath)>,
         mapping: Option<Box<OrderMapping>>,
         stock_request: Option<String>,
+        stock_also: Vec<String>,
         rule: Option<Rule>,
         params: Value,
         steps: BTreeMap<Decision, Vec<StepDraft>>,
@@ -315,6 +316,7 @@ impl Compiler {
             let path = self.opt_jsonpath(src, &format!("{field}.path"), f.path.as_ref()).flatten();
             fetch.push(FetchDraft { request: f.request.clone(), field, path, into: f.into.clone() });
         }
+        let stock_also = raw.stock.as_ref().map(|s| s.also.clone()).unwrap_or_default();
         let stock_request = match &raw.stock {
             Some(s) => Some(s.request.clone()),
             None => {
@@ -354,6 +356,7 @@ impl Compiler {
             line_sku_request,
             mapping: mapping.map(Box::new),
             stock_request,
+            stock_also,
             rule,
             params: Value::Object(raw.params.clone().into_iter().collect()),
             steps,
@@ -481,7 +484,12 @@ impl Compiler {
             None => None,
         };
         let kind = match draft.kind {
-            Some(KindDraft::Orders { fetch, line_sku_request, mapping, stock_request, rule, params, steps }) => {
+            Some(KindDraft::Orders { fetch, line_sku_request, mapping, stock_request, stock_also, rule, params, steps }) => {
+                let also: Vec<Arc<RequestSpec>> = stock_also
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, name)| self.find(src, &connector, &format!("stock.also.{i}"), name))
+                    .collect();
                 let fetch: Vec<Fetch> = fetch
                     .into_iter()
                     .filter_map(|f| {
@@ -506,7 +514,7 @@ impl Compiler {
                         fetch,
                         line_sku_request,
                         mapping: *mapping,
-                        stock: StockLookup { request },
+                        stock: StockLookup { request, also },
                         rule,
                         params,
                         steps: linked,
