@@ -189,6 +189,8 @@ pub struct WebhookRaw {
     pub ping: Option<String>,
     /// Header naming the event type (e.g. `X-Shopify-Topic`).
     pub event_header: Option<String>,
+    /// Or a JSONPath to the event type in the body (e.g. Square's `$.type`).
+    pub event_path: Option<String>,
     /// Largest accepted body; larger deliveries get 413.
     pub max_body_bytes: Option<usize>,
 }

@@ -55,6 +55,7 @@ pub struct WebhookSpec {
     /// A body matching this is a ping: acknowledged, nothing stored.
     pub ping: Option<regex::Regex>,
     pub event_header: Option<String>,
+    pub event_path: Option<JsonPath>,
     pub max_body_bytes: usize,
 }
 

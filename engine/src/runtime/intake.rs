@@ -56,11 +56,17 @@ pub async fn accept(rt: &Runtime, wf: &Workflow, headers: &HeaderMap, body: &[u8
         if let Some(sig) = spec.and_then(|s| s.signature.as_ref()) {
             webhook::verify(sig, conn.secret(&sig.secret), headers, body, url)?;
         }
-        let event_type = spec
-            .and_then(|s| s.event_header.as_ref())
-            .and_then(|h| headers.get(h.as_str()))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let event_type = match spec {
+            Some(s) if s.event_path.is_some() => {
+                let doc: Value = serde_json::from_slice(body).map_err(|e| Refused::BadJson(e.to_string()))?;
+                s.event_path.as_ref().and_then(|p| p.first(&doc)).and_then(scalar_text)
+            }
+            _ => spec
+                .and_then(|s| s.event_header.as_ref())
+                .and_then(|h| headers.get(h.as_str()))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        };
         let (events, records, record_key): (&[String], _, &[JsonPath]) = match &wf.trigger {
             Trigger::Webhook { events, records, record_key } => (events, records.as_ref(), record_key),
             _ => (&[], None, &[]),

@@ -138,7 +138,12 @@ impl Compiler {
                     None
                 }
             });
+            if w.event_header.is_some() && w.event_path.is_some() {
+                self.push(src.at("webhook.event_path", "the event type comes from `event_header` or `event_path`, not both"));
+            }
+            let event_path = self.opt_jsonpath(src, "webhook.event_path", w.event_path.as_ref()).flatten();
             WebhookSpec {
+                event_path,
                 delivery_key,
                 ping,
                 signature: w.signature.as_ref().map(|s| SignatureSpec {
