@@ -8,6 +8,7 @@
 
 pub mod arcadehub;
 pub mod shopify;
+pub mod woocommerce;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -77,6 +78,7 @@ pub struct SimContext {
 }
 
 /// The platforms beyond Shopify and ArcadeHub (which take options of their own).
-pub fn more_platforms(_ctx: &SimContext) -> Vec<Arc<dyn SimPlatform>> {
-    Vec::new()
+pub fn more_platforms(ctx: &SimContext) -> Vec<Arc<dyn SimPlatform>> {
+    let platforms: Vec<Arc<dyn SimPlatform>> = vec![woocommerce::WooCommerceSim::new(ctx)];
+    platforms
 }
