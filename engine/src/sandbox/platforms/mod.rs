@@ -8,6 +8,7 @@
 
 pub mod arcadehub;
 pub mod shopify;
+pub mod square;
 pub mod woocommerce;
 
 use std::collections::BTreeMap;
@@ -79,6 +80,6 @@ pub struct SimContext {
 
 /// The platforms beyond Shopify and ArcadeHub (which take options of their own).
 pub fn more_platforms(ctx: &SimContext) -> Vec<Arc<dyn SimPlatform>> {
-    let platforms: Vec<Arc<dyn SimPlatform>> = vec![woocommerce::WooCommerceSim::new(ctx)];
+    let platforms: Vec<Arc<dyn SimPlatform>> = vec![square::SquareSim::new(ctx), woocommerce::WooCommerceSim::new(ctx)];
     platforms
 }
