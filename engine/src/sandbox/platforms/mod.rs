@@ -7,6 +7,7 @@
 //! endpoints from the ERP and deliver nothing.
 
 pub mod arcadehub;
+pub mod sap_business_one;
 pub mod shopify;
 pub mod square;
 pub mod woocommerce;
@@ -80,6 +81,6 @@ pub struct SimContext {
 
 /// The platforms beyond Shopify and ArcadeHub (which take options of their own).
 pub fn more_platforms(ctx: &SimContext) -> Vec<Arc<dyn SimPlatform>> {
-    let platforms: Vec<Arc<dyn SimPlatform>> = vec![square::SquareSim::new(ctx), woocommerce::WooCommerceSim::new(ctx)];
+    let platforms: Vec<Arc<dyn SimPlatform>> = vec![sap_business_one::SapBusinessOneSim::new(ctx), square::SquareSim::new(ctx), woocommerce::WooCommerceSim::new(ctx)];
     platforms
 }
