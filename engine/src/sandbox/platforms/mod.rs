@@ -82,6 +82,11 @@ pub struct SimContext {
 
 /// The platforms beyond Shopify and ArcadeHub (which take options of their own).
 pub fn more_platforms(ctx: &SimContext) -> Vec<Arc<dyn SimPlatform>> {
-    let platforms: Vec<Arc<dyn SimPlatform>> = vec![sap_business_one::SapBusinessOneSim::new(ctx), square::SquareSim::new(ctx), unleashed::UnleashedSim::new(ctx), woocommerce::WooCommerceSim::new(ctx)];
+    let platforms: Vec<Arc<dyn SimPlatform>> = vec![
+        sap_business_one::SapBusinessOneSim::new(ctx),
+        square::SquareSim::new(ctx),
+        unleashed::UnleashedSim::new(ctx),
+        woocommerce::WooCommerceSim::new(ctx),
+    ];
     platforms
 }
