@@ -270,6 +270,7 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
         &workflows,
         &super::lint::Sources { connectors: &connector_spans, workflows: &spans, rules: &rule_texts },
     );
+    warnings.append(&mut c.inactive);
     warnings.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
     let mut diags = std::mem::take(&mut c.diags);
     if !diags.is_empty() {

@@ -76,9 +76,14 @@ impl Bucket {
             s.tokens += spec.cost - a;
         }
         if let Some(left) = available {
-            // The platform's balance, less what is on its way to it.
-            s.tokens = (left - s.in_flight).min(spec.burst);
-            s.at = Instant::now();
+            // The platform's balance, less what is on its way to it. Answers
+            // to concurrent requests arrive in any order, so an older, higher
+            // balance must not undo a newer, lower one: the balance only
+            // ever lowers the estimate (refill and `actual_cost` raise it).
+            let now = Instant::now();
+            let refilled = (s.tokens + now.duration_since(s.at).as_secs_f64() * spec.per_second).min(spec.burst);
+            s.tokens = refilled.min(left - s.in_flight);
+            s.at = now;
         }
     }
 }

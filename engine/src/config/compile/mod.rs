@@ -46,6 +46,9 @@ pub struct Compiler {
     pub broken_connections: std::collections::BTreeSet<String>,
     /// The instance config itself failed: no connection can be checked.
     pub instance_broken: bool,
+    /// Workflows left inactive because the instance does not connect their
+    /// platform: reported as warnings, not errors.
+    pub inactive: Vec<Diagnostic>,
     templates: TemplateBuilder,
     pub rules: RuleEngine,
 }
@@ -57,6 +60,7 @@ impl Compiler {
             broken_connectors: Default::default(),
             broken_connections: Default::default(),
             instance_broken: false,
+            inactive: Vec::new(),
             templates: TemplateBuilder::new(),
             rules,
         }

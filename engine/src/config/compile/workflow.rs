@@ -446,11 +446,22 @@ impl Compiler {
             if self.instance_broken || self.broken_connections.contains(&draft.connection) {
                 return None;
             }
-            let mut d = src.at("connection", format!("no connection named `{}` in the instance config", draft.connection));
-            if let Some(s) = did_you_mean(&draft.connection, connections.keys().map(String::as_str)) {
-                d = d.with_help(format!("did you mean `{s}`?"));
+            // A name close to a configured connection is a misspelling; any
+            // other name is a platform this installation does not connect,
+            // whose shipped workflows stay inactive until it does.
+            match did_you_mean(&draft.connection, connections.keys().map(String::as_str)) {
+                Some(s) => self.push(
+                    src.at("connection", format!("no connection named `{}` in the instance config", draft.connection))
+                        .with_help(format!("did you mean `{s}`?")),
+                ),
+                None => self.inactive.push(
+                    src.at(
+                        "connection",
+                        format!("workflow `{}` is inactive: the instance config has no connection `{}`", draft.name, draft.connection),
+                    )
+                    .with_help("add the connection to the instance config to run it"),
+                ),
             }
-            self.push(d);
             return None;
         };
         let connector = connection.connector.clone();
