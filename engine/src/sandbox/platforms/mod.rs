@@ -7,6 +7,7 @@
 //! endpoints from the ERP and deliver nothing.
 
 pub mod arcadehub;
+pub mod magento;
 pub mod sap_business_one;
 pub mod shopify;
 pub mod square;
@@ -83,6 +84,7 @@ pub struct SimContext {
 /// The platforms beyond Shopify and ArcadeHub (which take options of their own).
 pub fn more_platforms(ctx: &SimContext) -> Vec<Arc<dyn SimPlatform>> {
     let platforms: Vec<Arc<dyn SimPlatform>> = vec![
+        magento::MagentoSim::new(ctx),
         sap_business_one::SapBusinessOneSim::new(ctx),
         square::SquareSim::new(ctx),
         unleashed::UnleashedSim::new(ctx),
