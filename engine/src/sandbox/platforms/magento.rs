@@ -925,7 +925,7 @@ impl MagentoSim {
             "extension_attributes": {"website_ids": [1],
                 "stock_item": {"item_id": p.id, "product_id": p.id, "stock_id": DEFAULT_STOCK, "qty": default_qty,
                                "is_in_stock": default_qty > 0, "is_qty_decimal": false, "manage_stock": true, "backorders": 0,
-                               "min_sale_qty": 1, "max_sale_qty": 10000, "low_stock_date": null}},
+                               "min_sale_qty": 1, "max_sale_qty": 10000}},
             "product_links": [], "options": [], "media_gallery_entries": [], "tier_prices": [],
             "custom_attributes": [{"attribute_code": "url_key", "value": p.sku.to_lowercase()}],
         }))
