@@ -142,6 +142,31 @@ fn parse_members(source: &str) -> Option<Vec<Member>> {
     Some(out)
 }
 
+/// A JSONPath that holds when it matches something other than null, false
+/// or empty — or, with `equals`, one of those values; `negate` turns it
+/// around. Filters in JSONPath select among a value's children, so a test
+/// on an object's own field (`state == holded`) is written as `path` plus
+/// `equals` rather than as a filter.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub path: JsonPath,
+    pub equals: Vec<Value>,
+    pub negate: bool,
+}
+
+impl Condition {
+    pub fn holds(&self, doc: &Value) -> bool {
+        let matched = self.path.query(doc).into_iter().any(|v| {
+            if self.equals.is_empty() {
+                !matches!(v, Value::Null | Value::Bool(false)) && v.as_str() != Some("") && v.as_array().is_none_or(|a| !a.is_empty())
+            } else {
+                self.equals.contains(v)
+            }
+        });
+        matched != self.negate
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,7 +71,9 @@ impl Template {
             for word in expr.split_whitespace() {
                 let word = word.trim_matches(|c| c == '(' || c == ')');
                 let first = word.chars().next().unwrap_or(' ');
-                if (first.is_ascii_alphabetic() || first == '_') && word.contains('.') && !word.contains('=') {
+                // `this.…` reads inside a block are relative to the block's item.
+                if (first.is_ascii_alphabetic() || first == '_') && word.contains('.') && !word.contains('=') && !word.starts_with("this.")
+                {
                     out.push(word.to_string());
                 }
             }

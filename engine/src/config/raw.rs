@@ -361,10 +361,12 @@ pub struct RequestRaw {
 pub struct CheckRaw {
     /// A request of the same connector that reads the current state.
     pub request: String,
-    /// JSONPath into its answer; a match that is not null, false or empty
-    /// means done. It may be a template over the request's context (e.g.
-    /// `$[?(@.note == {{json args.note}})]`), rendered before it is used.
-    pub done_when: String,
+    /// When this holds for its answer, the effect is there. A JSONPath (a
+    /// match that is not null, false or empty means done), which may be a
+    /// template over the request's context (e.g. `$[?(@.note == {{json
+    /// args.note}})]`, rendered before it is used); or `path` with `equals`
+    /// (and `negate`) to test a field of the answer itself.
+    pub done_when: ConditionRaw,
 }
 
 /// A value pulled from a JSON document: a JSONPath string (first match), or a spec.
@@ -394,6 +396,10 @@ pub struct ExtractSpecRaw {
     /// With `path`: true when a match equals one of these values, else false
     /// (a flag from a platform's own vocabulary, e.g. `tYES`).
     pub equals: Option<Vec<Value>>,
+    /// With `equals`: true when no match equals any of the values (e.g. a
+    /// listing whose statuses lack `BUYABLE`).
+    #[serde(default)]
+    pub negate: bool,
 }
 
 impl JsonSchema for ExtractRaw {
@@ -646,8 +652,12 @@ pub enum ConditionRaw {
 #[serde(deny_unknown_fields)]
 pub struct ConditionSpecRaw {
     pub path: String,
+    /// Holds when a match equals one of these values.
     #[serde(default)]
     pub equals: Vec<Value>,
+    /// Holds when the test fails instead (e.g. state is not `holded`).
+    #[serde(default)]
+    pub negate: bool,
 }
 
 impl JsonSchema for ConditionRaw {

@@ -22,7 +22,7 @@ use super::credentials::{self, Credential, CredentialSlot, TokenStore};
 use super::ratelimit::Bucket;
 use super::retry::parse_retry_after;
 use super::{Body, Connection, DoneWhen, JsonTemplate, RequestSpec};
-use crate::adapters::jsonpath::JsonPath;
+use crate::adapters::jsonpath::{Condition, JsonPath};
 use crate::adapters::template::{RenderFailure, Templates, percent_encode};
 use crate::config::secret::Secret;
 use crate::connector::extract::extract_object;
@@ -341,23 +341,18 @@ impl HttpClient {
         let Some(check_req) = conn.connector.requests.get(&check.request) else { return Checked::NotDone };
         match self.call(templates, conn, check_req, ctx).await {
             Ok(mut ex) => {
-                let rendered;
-                let path = match &check.done_when {
-                    DoneWhen::Path(p) => p,
+                let done = match &check.done_when {
+                    DoneWhen::Condition(c) => c.holds(&ex.body),
                     DoneWhen::Template(t) => {
                         let compiled = templates.render(t, ctx).map_err(|e| e.0).and_then(|text| {
                             JsonPath::compile(&text).map_err(|e| format!("the check's done_when `{text}` is not a JSONPath: {}", e.message))
                         });
                         match compiled {
-                            Ok(p) => {
-                                rendered = p;
-                                &rendered
-                            }
+                            Ok(path) => Condition { path, equals: Vec::new(), negate: false }.holds(&ex.body),
                             Err(e) => return Checked::Unknown(CallError::Render(format!("{}: {e}", req.name))),
                         }
                     }
                 };
-                let done = path.query(&ex.body).into_iter().any(|v| !matches!(v, Value::Null | Value::Bool(false)) && !is_empty(v));
                 if !done {
                     return Checked::NotDone;
                 }

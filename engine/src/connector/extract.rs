@@ -15,8 +15,8 @@ pub enum Extractor {
     Sum { path: JsonPath },
     /// One object per item matched by `path`, built from `fields` relative to the item.
     Each { path: JsonPath, fields: Vec<(String, Extractor)> },
-    /// True when a match equals one of `equals`.
-    Test { path: JsonPath, equals: Vec<Value> },
+    /// True when a match equals one of `equals` (with `negate`: when none does).
+    Test { path: JsonPath, equals: Vec<Value>, negate: bool },
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,7 +37,7 @@ impl Extractor {
                 },
             },
             Extractor::All { path } => Ok(Value::Array(path.query(doc).into_iter().cloned().collect())),
-            Extractor::Test { path, equals } => Ok(Value::Bool(path.query(doc).into_iter().any(|v| equals.contains(v)))),
+            Extractor::Test { path, equals, negate } => Ok(Value::Bool(path.query(doc).into_iter().any(|v| equals.contains(v)) != *negate)),
             Extractor::Sum { path } => {
                 let mut int_sum: i64 = 0;
                 let mut float_sum = 0.0;
@@ -116,10 +116,15 @@ mod tests {
 
     #[test]
     fn tests_turn_platform_flags_into_booleans() {
-        let ex = Extractor::Test { path: p("$.Frozen"), equals: vec![json!("tYES")] };
+        let ex = Extractor::Test { path: p("$.Frozen"), equals: vec![json!("tYES")], negate: false };
         assert_eq!(ex.extract(&json!({"Frozen": "tYES"})).unwrap(), json!(true));
         assert_eq!(ex.extract(&json!({"Frozen": "tNO"})).unwrap(), json!(false));
         assert_eq!(ex.extract(&json!({})).unwrap(), json!(false));
+        // Not buyable: no status in any summary says so.
+        let ex = Extractor::Test { path: p("$.summaries[*].status[*]"), equals: vec![json!("BUYABLE")], negate: true };
+        assert_eq!(ex.extract(&json!({"summaries": [{"status": ["DISCOVERABLE", "BUYABLE"]}]})).unwrap(), json!(false));
+        assert_eq!(ex.extract(&json!({"summaries": [{"status": ["DISCOVERABLE"]}]})).unwrap(), json!(true));
+        assert_eq!(ex.extract(&json!({})).unwrap(), json!(true));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::adapters::jsonpath::JsonPath;
+use crate::adapters::jsonpath::{Condition, JsonPath};
 use crate::adapters::template::Template;
 use crate::config::raw::{HttpMethod, SignatureAlgorithm, SignatureEncoding, SignedBytes};
 use crate::config::secret::Secret;
@@ -111,7 +111,8 @@ pub struct Check {
 /// values (to look for the very note or line a request adds).
 #[derive(Debug, Clone)]
 pub enum DoneWhen {
-    Path(JsonPath),
+    Condition(Condition),
+    /// A JSONPath template, rendered per request.
     Template(Template),
 }
 

@@ -31,7 +31,33 @@ pub struct CaseRaw {
     /// first entry whose `when` matches (and is not used up) answers.
     #[serde(default)]
     pub responses: BTreeMap<String, Vec<ResponseRaw>>,
+    /// What the ledger already knows before the trigger arrives, per SKU:
+    /// stock reported by the SKU's stock master (another channel), which
+    /// the workflow's own report then does not override.
+    #[serde(default)]
+    pub ledger: BTreeMap<String, LedgerRaw>,
     pub expect: ExpectRaw,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerRaw {
+    /// The connection that reported it (the stock master in the instance config).
+    pub source: String,
+    /// On-hand units per location.
+    #[serde(default)]
+    pub on_hand: BTreeMap<String, i64>,
+    /// Units on their way, with their expected arrival dates where known.
+    #[serde(default)]
+    pub incoming: Vec<IncomingRaw>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingRaw {
+    pub qty: i64,
+    /// Expected arrival, an RFC 3339 date or date-time.
+    pub eta: Option<String>,
 }
 
 /// What arrives: a webhook body (signed for you) or a polled record.
@@ -141,4 +167,7 @@ pub struct ExpectedRequest {
     pub body: Option<Value>,
     /// Fields the JSON body must contain (objects may have more; arrays match item by item).
     pub body_includes: Option<Value>,
+    /// Pieces of text the body must contain (for XML, form and other text bodies).
+    #[serde(default)]
+    pub body_contains: Vec<String>,
 }

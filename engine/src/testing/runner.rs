@@ -17,16 +17,17 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::diff;
-use super::file::{CaseRaw, ExpectedRequest, Failure, ResponseRaw, TestFile};
+use super::file::{CaseRaw, ExpectedRequest, Failure, LedgerRaw, ResponseRaw, TestFile};
 use crate::clock::{FixedClock, parse_instant};
 use crate::config::ConfigSet;
 use crate::config::diagnostic::{Diagnostic, did_you_mean};
 use crate::config::yaml::{self, Parsed};
 use crate::connector::client::{HttpClient, PreparedRequest, RawResponse, TransportError};
 use crate::connector::webhook;
+use crate::model::Incoming;
 use crate::reload::registry::Registry;
 use crate::runtime::{Runtime, intake, process};
-use crate::store::Store;
+use crate::store::{StockRow, Store};
 use crate::workflow::{Trigger, Workflow};
 
 /// The name test files use for the OAuth token call.
@@ -316,6 +317,7 @@ async fn run_case_async(
         pushes: Default::default(),
     };
 
+    seed_ledger(&store, &case.ledger, now).await?;
     let mut failures = Vec::new();
     let refused = deliver(&rt, &wf, case, &payload).await;
     match (refused, case.expect.refused) {
@@ -541,6 +543,17 @@ fn compare_request(w: &ExpectedRequest, got: &Captured) -> Option<String> {
     if let Some(b) = &w.body_includes {
         field("body", b.clone(), pick(b, &got.body));
     }
+    if !w.body_contains.is_empty() {
+        let text = match &got.body {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let found = w
+            .body_contains
+            .iter()
+            .map(|piece| if text.contains(piece.as_str()) { json!(piece) } else { json!(format!("(not in the body) {piece}")) });
+        field("body_contains", json!(w.body_contains), Value::Array(found.collect()));
+    }
     let (want_v, got_v) = (Value::Object(want_v), Value::Object(got_v));
     (want_v != got_v).then(|| {
         diff::lines(&serde_json::to_string_pretty(&want_v).unwrap_or_default(), &serde_json::to_string_pretty(&got_v).unwrap_or_default())
@@ -576,4 +589,35 @@ mod tests {
         assert_eq!(q["modified_since"], "2026-01-01T00:00:00Z");
         assert_eq!(q["page"], "2");
     }
+}
+
+/// Put a case's `ledger` in the store, as the stock master would have reported it.
+async fn seed_ledger(store: &Store, ledger: &BTreeMap<String, LedgerRaw>, now: time::OffsetDateTime) -> Result<(), String> {
+    let reported_at = now.format(&time::format_description::well_known::Rfc3339).map_err(|e| e.to_string())?;
+    let seeds: Vec<(String, Vec<(String, StockRow)>, Vec<Incoming>)> = ledger
+        .iter()
+        .map(|(sku, l)| {
+            let rows = l
+                .on_hand
+                .iter()
+                .map(|(location, n)| {
+                    (location.clone(), StockRow { on_hand: *n, reported_at: reported_at.clone(), source: l.source.clone() })
+                })
+                .collect();
+            let incoming = l.incoming.iter().map(|i| Incoming { qty: i.qty, eta: i.eta.clone(), days_until: None }).collect();
+            (sku.clone(), rows, incoming)
+        })
+        .collect();
+    store
+        .write(move |w| {
+            for (sku, rows, incoming) in &seeds {
+                for (location, row) in rows {
+                    w.put_stock(sku, location, row)?;
+                }
+                w.set_incoming(sku, incoming)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| format!("seeding the ledger: {e}"))
 }

@@ -2,28 +2,9 @@
 
 use serde_json::Value;
 
+pub use crate::adapters::jsonpath::Condition;
 use crate::adapters::jsonpath::JsonPath;
 use crate::model::{Customer, Line, Order};
-
-/// A JSONPath that holds when it matches something other than null, false
-/// or empty — or, with `equals`, one of those values.
-#[derive(Debug, Clone)]
-pub struct Condition {
-    pub path: JsonPath,
-    pub equals: Vec<Value>,
-}
-
-impl Condition {
-    pub fn holds(&self, doc: &Value) -> bool {
-        self.path.query(doc).into_iter().any(|v| {
-            if self.equals.is_empty() {
-                !matches!(v, Value::Null | Value::Bool(false)) && v.as_str() != Some("") && v.as_array().is_none_or(|a| !a.is_empty())
-            } else {
-                self.equals.contains(v)
-            }
-        })
-    }
-}
 
 pub struct OrderMapping {
     /// When set, an order is decided only once this holds (e.g. paid);
@@ -179,10 +160,11 @@ mod tests {
 
     #[test]
     fn conditions_hold_on_values() {
-        let c = Condition { path: JsonPath::compile("$.cancelled_at").unwrap(), equals: vec![] };
+        let c = Condition { path: JsonPath::compile("$.cancelled_at").unwrap(), equals: vec![], negate: false };
         assert!(c.holds(&json!({"cancelled_at": "2026-01-01"})));
         assert!(!c.holds(&json!({"cancelled_at": null})));
-        let f = Condition { path: JsonPath::compile("$.status").unwrap(), equals: vec![json!("fulfilled"), json!("shipped")] };
+        let f =
+            Condition { path: JsonPath::compile("$.status").unwrap(), equals: vec![json!("fulfilled"), json!("shipped")], negate: false };
         assert!(f.holds(&json!({"status": "shipped"})) && !f.holds(&json!({"status": "partial"})));
     }
 

@@ -299,15 +299,14 @@ impl Compiler {
         }
         let user_errors = self.opt_jsonpath(src, &format!("{field}.user_errors"), r.user_errors.as_ref());
         let success_when = self.opt_jsonpath(src, &format!("{field}.success_when"), r.success_when.as_ref());
-        let check = match &r.check {
-            Some(c) if c.done_when.contains("{{") => self
-                .template(src, &format!("{field}.check.done_when"), &c.done_when)
-                .map(|t| Check { request: c.request.clone(), done_when: DoneWhen::Template(t) }),
-            Some(c) => self
-                .jsonpath(src, &format!("{field}.check.done_when"), &c.done_when)
-                .map(|p| Check { request: c.request.clone(), done_when: DoneWhen::Path(p) }),
-            None => None,
-        };
+        let check = r.check.as_ref().and_then(|c| {
+            let field = format!("{field}.check.done_when");
+            let done_when = match &c.done_when {
+                raw::ConditionRaw::Path(p) if p.contains("{{") => DoneWhen::Template(self.template(src, &field, p)?),
+                other => DoneWhen::Condition(self.condition(src, &field, other)?),
+            };
+            Some(Check { request: c.request.clone(), done_when })
+        });
         if self.diags.len() > before {
             return None;
         }

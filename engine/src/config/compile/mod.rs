@@ -14,9 +14,9 @@ mod workflow;
 use std::collections::BTreeMap;
 
 use super::diagnostic::{Diagnostic, Diagnostics};
-use super::raw::ExtractRaw;
+use super::raw::{ConditionRaw, ExtractRaw};
 use super::yaml::SpanIndex;
-use crate::adapters::jsonpath::JsonPath;
+use crate::adapters::jsonpath::{Condition, JsonPath};
 use crate::adapters::rules::{Rule, RuleEngine};
 use crate::adapters::template::{Template, TemplateBuilder, Templates};
 use crate::connector::JsonTemplate;
@@ -155,9 +155,22 @@ impl Compiler {
                         self.push(src.at(field, "`equals` gives true or false; it takes no `default` or `required`"));
                         return None;
                     }
-                    return Some(Extractor::Test { path, equals: equals.clone() });
+                    return Some(Extractor::Test { path, equals: equals.clone(), negate: spec.negate });
+                }
+                if spec.negate {
+                    self.push(src.at(&format!("{field}.negate"), "`negate` turns an `equals` test around; give the values in `equals`"));
+                    return None;
                 }
                 Some(Extractor::First { path, default: spec.default.clone(), required: spec.required })
+            }
+        }
+    }
+
+    pub(super) fn condition(&mut self, src: Source, field: &str, c: &ConditionRaw) -> Option<Condition> {
+        match c {
+            ConditionRaw::Path(p) => Some(Condition { path: self.jsonpath(src, field, p)?, equals: Vec::new(), negate: false }),
+            ConditionRaw::Spec(s) => {
+                Some(Condition { path: self.jsonpath(src, &format!("{field}.path"), &s.path)?, equals: s.equals.clone(), negate: s.negate })
             }
         }
     }

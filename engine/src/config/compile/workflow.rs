@@ -12,13 +12,13 @@ use crate::adapters::jsonpath::JsonPath;
 use crate::adapters::rules::Rule;
 use crate::adapters::template::Template;
 use crate::config::diagnostic::did_you_mean;
-use crate::config::raw::{self, ConditionRaw};
+use crate::config::raw;
 use crate::config::yaml::Parsed;
 use crate::connector::extract::Extractor;
 use crate::connector::{Connection, Connector, JsonTemplate, RequestSpec};
 use crate::inventory::pattern::SkuPattern;
 use crate::model::Decision;
-use crate::workflow::mapping::{Condition, OrderMapping};
+use crate::workflow::mapping::OrderMapping;
 use crate::workflow::stock::STOCK_FIELDS;
 use crate::workflow::{Fetch, Kind, OrderFlow, Pages, PollSpec, PushFlow, Step, StockFlow, StockLookup, Trigger, Workflow, parse_interval};
 
@@ -250,15 +250,6 @@ impl Compiler {
                     Pages::Single
                 }
             },
-        }
-    }
-
-    fn condition(&mut self, src: Source, field: &str, c: &ConditionRaw) -> Option<Condition> {
-        match c {
-            ConditionRaw::Path(p) => Some(Condition { path: self.jsonpath(src, field, p)?, equals: Vec::new() }),
-            ConditionRaw::Spec(s) => {
-                Some(Condition { path: self.jsonpath(src, &format!("{field}.path"), &s.path)?, equals: s.equals.clone() })
-            }
         }
     }
 
