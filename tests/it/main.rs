@@ -7,6 +7,7 @@ mod delivery;
 mod guide;
 mod intake;
 mod inventory;
+mod platforms;
 mod reload;
 mod shopify;
 mod support;

@@ -168,6 +168,25 @@ impl TestEnv {
         self.write(&format!("workflows/{name}-orders.yaml"), &wf);
     }
 
+    /// Connect the daemon to a simulated platform as `{platform}-main`, at
+    /// any request rate (the platform's own limits still answer 429s).
+    pub fn connect(&self, platform: &str) {
+        let dir = self.dir.clone();
+        let mut yaml = self
+            .sandbox
+            .connection_yaml(platform, &format!("{platform}-main"), &mut |name, value| {
+                let p = dir.join("secrets").join(name);
+                std::fs::write(&p, value).unwrap();
+                format!("file:{}", p.display())
+            })
+            .unwrap_or_else(|| panic!("the sandbox simulates no `{platform}`"));
+        yaml.push_str("    rate_limit:\n      per_second: 1000000\n      burst: 1000000\n");
+        let mut instance = std::fs::read_to_string(self.dir.join("ordersync.yaml")).unwrap();
+        let at = instance.find("connections:\n").unwrap() + "connections:\n".len();
+        instance.insert_str(at, &yaml);
+        std::fs::write(self.dir.join("ordersync.yaml"), instance).unwrap();
+    }
+
     /// Append an `inventory:` section to the instance config.
     pub fn inventory(&self, yaml: &str) {
         let mut instance = std::fs::read_to_string(self.dir.join("ordersync.yaml")).unwrap();

@@ -136,6 +136,29 @@ impl Sandbox {
         self.shared.platforms.get(platform).map(|p| p.connection(&self.base_url(platform)))
     }
 
+    /// The instance config's entry for a connection `name` to a simulated
+    /// platform (`base_url`, `values`, `secrets`), indented for the
+    /// `connections:` map; `secret_ref` stores each secret and returns its
+    /// reference (e.g. `file:…`), so no secret is written into the config.
+    pub fn connection_yaml(&self, platform: &str, name: &str, secret_ref: &mut dyn FnMut(&str, &str) -> String) -> Option<String> {
+        let c = self.connection(platform)?;
+        let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+        let mut out = format!("  {name}:\n    connector: {platform}\n    base_url: {}\n", quote(&self.base_url(platform)));
+        if !c.values.is_empty() {
+            out.push_str("    values:\n");
+            for (k, v) in &c.values {
+                out.push_str(&format!("      {k}: {}\n", quote(v)));
+            }
+        }
+        if !c.secrets.is_empty() {
+            out.push_str("    secrets:\n");
+            for (k, v) in &c.secrets {
+                out.push_str(&format!("      {k}: {}\n", quote(&secret_ref(&format!("{name}-{k}"), v))));
+            }
+        }
+        Some(out)
+    }
+
     /// Where a platform delivers its order webhooks (and any topic without a target of its own).
     pub fn set_webhook_target(&self, platform: &str, url: &str) {
         self.shared.targets.write().unwrap_or_else(|p| p.into_inner()).insert(platform.to_string(), url.to_string());
