@@ -571,26 +571,6 @@ fn pick(pattern: &Value, actual: &Value) -> Value {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subsets_pick_what_the_pattern_names() {
-        let got = json!({"query": "q", "variables": {"id": "gid://x", "tags": ["a"]}});
-        assert_eq!(pick(&json!({"variables": {"tags": ["a"]}}), &got), json!({"variables": {"tags": ["a"]}}));
-        assert_eq!(pick(&json!({"variables": {"tags": ["b"]}}), &got), json!({"variables": {"tags": ["a"]}}));
-    }
-
-    #[test]
-    fn urls_split_into_path_and_query() {
-        let (p, q) = split_url("https://x/api/v1/orders?modified_since=2026-01-01T00%3A00%3A00Z&page=2", "/api/v1/orders");
-        assert_eq!(p, "/api/v1/orders");
-        assert_eq!(q["modified_since"], "2026-01-01T00:00:00Z");
-        assert_eq!(q["page"], "2");
-    }
-}
-
 /// Put a case's `ledger` in the store, as the stock master would have reported it.
 async fn seed_ledger(store: &Store, ledger: &BTreeMap<String, LedgerRaw>, now: time::OffsetDateTime) -> Result<(), String> {
     let reported_at = now.format(&time::format_description::well_known::Rfc3339).map_err(|e| e.to_string())?;
@@ -620,4 +600,24 @@ async fn seed_ledger(store: &Store, ledger: &BTreeMap<String, LedgerRaw>, now: t
         })
         .await
         .map_err(|e| format!("seeding the ledger: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsets_pick_what_the_pattern_names() {
+        let got = json!({"query": "q", "variables": {"id": "gid://x", "tags": ["a"]}});
+        assert_eq!(pick(&json!({"variables": {"tags": ["a"]}}), &got), json!({"variables": {"tags": ["a"]}}));
+        assert_eq!(pick(&json!({"variables": {"tags": ["b"]}}), &got), json!({"variables": {"tags": ["a"]}}));
+    }
+
+    #[test]
+    fn urls_split_into_path_and_query() {
+        let (p, q) = split_url("https://x/api/v1/orders?modified_since=2026-01-01T00%3A00%3A00Z&page=2", "/api/v1/orders");
+        assert_eq!(p, "/api/v1/orders");
+        assert_eq!(q["modified_since"], "2026-01-01T00:00:00Z");
+        assert_eq!(q["page"], "2");
+    }
 }
