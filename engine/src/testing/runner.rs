@@ -573,28 +573,28 @@ fn pick(pattern: &Value, actual: &Value) -> Value {
 
 /// Put a case's `ledger` in the store, as the stock master would have reported it.
 async fn seed_ledger(store: &Store, ledger: &BTreeMap<String, LedgerRaw>, now: time::OffsetDateTime) -> Result<(), String> {
+    struct Seed {
+        sku: String,
+        rows: Vec<(String, StockRow)>,
+        incoming: Vec<Incoming>,
+    }
     let reported_at = now.format(&time::format_description::well_known::Rfc3339).map_err(|e| e.to_string())?;
-    let seeds: Vec<(String, Vec<(String, StockRow)>, Vec<Incoming>)> = ledger
+    let row = |l: &LedgerRaw, on_hand: i64| StockRow { on_hand, reported_at: reported_at.clone(), source: l.source.clone() };
+    let seeds: Vec<Seed> = ledger
         .iter()
-        .map(|(sku, l)| {
-            let rows = l
-                .on_hand
-                .iter()
-                .map(|(location, n)| {
-                    (location.clone(), StockRow { on_hand: *n, reported_at: reported_at.clone(), source: l.source.clone() })
-                })
-                .collect();
-            let incoming = l.incoming.iter().map(|i| Incoming { qty: i.qty, eta: i.eta.clone(), days_until: None }).collect();
-            (sku.clone(), rows, incoming)
+        .map(|(sku, l)| Seed {
+            sku: sku.clone(),
+            rows: l.on_hand.iter().map(|(location, n)| (location.clone(), row(l, *n))).collect(),
+            incoming: l.incoming.iter().map(|i| Incoming { qty: i.qty, eta: i.eta.clone(), days_until: None }).collect(),
         })
         .collect();
     store
         .write(move |w| {
-            for (sku, rows, incoming) in &seeds {
-                for (location, row) in rows {
-                    w.put_stock(sku, location, row)?;
+            for seed in &seeds {
+                for (location, row) in &seed.rows {
+                    w.put_stock(&seed.sku, location, row)?;
                 }
-                w.set_incoming(sku, incoming)?;
+                w.set_incoming(&seed.sku, &seed.incoming)?;
             }
             Ok(())
         })
