@@ -8,6 +8,7 @@
 
 pub mod arcadehub;
 pub mod magento;
+pub mod odoo;
 pub mod sap_business_one;
 pub mod shopify;
 pub mod square;
@@ -85,6 +86,7 @@ pub struct SimContext {
 pub fn more_platforms(ctx: &SimContext) -> Vec<Arc<dyn SimPlatform>> {
     let platforms: Vec<Arc<dyn SimPlatform>> = vec![
         magento::MagentoSim::new(ctx),
+        odoo::OdooSim::new(ctx),
         sap_business_one::SapBusinessOneSim::new(ctx),
         square::SquareSim::new(ctx),
         unleashed::UnleashedSim::new(ctx),
