@@ -6,7 +6,7 @@
 //! natural key such as "tag X on order Y"), so tests can prove that each
 //! write-back took effect exactly once however often it was sent.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -128,6 +128,10 @@ struct State {
     levels: HashMap<(String, u64), Level>,
     customers: Vec<Customer>,
     orders: BTreeMap<u64, SimOrder>,
+    /// Orders whose units are committed now: releasing and committing again
+    /// happen once each, however many parties (the platform adapter, a
+    /// cancellation, a shipment) ask for it.
+    holding: HashSet<u64>,
     next_order: u64,
     next_number: u64,
     next_line: u64,
@@ -295,6 +299,7 @@ impl Erp {
             extra: BTreeMap::new(),
         };
         s.orders.insert(id, order.clone());
+        s.holding.insert(id);
         Ok(order)
     }
 
@@ -365,6 +370,9 @@ impl Erp {
         let Some(o) = s.orders.get(&order_id).cloned() else {
             return;
         };
+        if !s.holding.remove(&order_id) {
+            return;
+        }
         for l in &o.lines {
             if let Some(level) = s.levels.get_mut(&(l.sku.clone(), o.location)) {
                 level.committed = (level.committed - l.qty).max(0);
@@ -379,6 +387,9 @@ impl Erp {
         let Some(o) = s.orders.get(&order_id).cloned() else {
             return;
         };
+        if !s.holding.insert(order_id) {
+            return;
+        }
         for l in &o.lines {
             s.levels.entry((l.sku.clone(), o.location)).or_default().committed += l.qty;
         }
@@ -458,5 +469,12 @@ mod tests {
         assert_eq!(erp.attempts()["k1"], 2);
         erp.release_commitment(o.id);
         assert_eq!(erp.totals("PB-STERN-GODZ-PRO"), (3, 0, 3));
+        // A second release (the platform's and a cancellation's) gives nothing back twice.
+        let other =
+            erp.place_order("shopify", c, &[LineRequest { sku: "PB-STERN-GODZ-PRO".into(), qty: 1 }], "2026-01-01T00:00:00Z").unwrap();
+        erp.release_commitment(o.id);
+        assert_eq!(erp.totals("PB-STERN-GODZ-PRO"), (3, 1, 2));
+        erp.commit_order(other.id);
+        assert_eq!(erp.totals("PB-STERN-GODZ-PRO"), (3, 1, 2));
     }
 }
