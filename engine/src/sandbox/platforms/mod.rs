@@ -6,6 +6,7 @@
 //! deliveries of order and stock events. Polled platforms answer their list
 //! endpoints from the ERP and deliver nothing.
 
+pub mod amazon;
 pub mod arcadehub;
 pub mod magento;
 pub mod odoo;
@@ -85,6 +86,7 @@ pub struct SimContext {
 /// The platforms beyond Shopify and ArcadeHub (which take options of their own).
 pub fn more_platforms(ctx: &SimContext) -> Vec<Arc<dyn SimPlatform>> {
     let platforms: Vec<Arc<dyn SimPlatform>> = vec![
+        amazon::AmazonSim::new(ctx),
         magento::MagentoSim::new(ctx),
         odoo::OdooSim::new(ctx),
         sap_business_one::SapBusinessOneSim::new(ctx),
