@@ -63,8 +63,10 @@ const SHOPIFY_SCRIPT: Script = &[
 const PLATFORM_SCRIPT: Script =
     &[(0, &[("BD-JAMMA-60IN1", 1), ("SP-FLIPPER-COIL-2550", 2)]), (1, &[("AC-OUTRUN-DLX", 1)]), (2, &[("CC-CLAW-MINI", 1)])];
 
-/// Machines whose arrivals the warehouse reports before the orders come in.
-const ON_THEIR_WAY: &[&str] = &["PB-STERN-JAWS-PREM", "PB-JJP-ELTON-CE", "AC-OUTRUN-DLX"];
+/// Machines the warehouse counts before the orders come in: what is on its
+/// way (which most shops do not report) and what is gone (which a
+/// marketplace listing may not show yet).
+const WAREHOUSE_COUNT: &[&str] = &["PB-STERN-JAWS-PREM", "PB-JJP-ELTON-CE", "AC-OUTRUN-DLX", "CC-CLAW-MINI"];
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let paths = args.config.paths();
@@ -124,13 +126,13 @@ async fn demo(args: &Args, config_dir: &Path, work: &Path) -> anyhow::Result<Exi
     println!("ordersync demo: daemon on http://{}, sandbox on http://{}", daemon.addr, sandbox.addr);
     println!("platforms: {}\n", platforms.join(", "));
 
-    // The warehouse reports what is on its way: waitlisted orders on any channel can count on it.
-    for sku in ON_THEIR_WAY {
+    // The warehouse's count: orders on every channel are decided against it.
+    for sku in WAREHOUSE_COUNT {
         if let Some((_, level)) = sandbox.erp.levels(sku).into_iter().next() {
             sandbox.restock(sku, level.on_hand, level.incoming, level.incoming_eta.as_deref()).await.map_err(anyhow::Error::msg)?;
         }
     }
-    wait_for_incoming(&daemon, ON_THEIR_WAY).await?;
+    wait_for_count(&daemon, WAREHOUSE_COUNT).await?;
 
     let started = Instant::now();
     let mut totals: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -289,12 +291,12 @@ async fn finished_in_order(daemon: &Daemon, platform: &str, placed: &[(SimOrder,
     }
 }
 
-/// Wait until the ledger knows the stock master's arrivals for `skus`.
-async fn wait_for_incoming(daemon: &Daemon, skus: &[&str]) -> anyhow::Result<()> {
+/// Wait until the ledger holds the stock master's count of `skus`.
+async fn wait_for_count(daemon: &Daemon, skus: &[&str]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !skus.iter().all(|sku| daemon.runtime.store.incoming(sku).is_ok_and(|i| !i.is_empty())) {
+    while !skus.iter().all(|sku| daemon.runtime.store.stock(sku).is_ok_and(|rows| !rows.is_empty())) {
         if Instant::now() > deadline {
-            bail!("the stock master's report of arriving stock did not reach the ledger within 30 s");
+            bail!("the stock master's count did not reach the ledger within 30 s");
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
