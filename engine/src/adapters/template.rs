@@ -144,22 +144,51 @@ pub struct Templates {
 impl Templates {
     /// Render to text.
     pub fn render(&self, t: &Template, ctx: &Value) -> Result<String, RenderFailure> {
-        match &t.kind {
-            Kind::Literal => Ok(t.source.to_string()),
-            Kind::Lone(segs) => Ok(match resolve(segs, ctx, &t.source)? {
-                Value::String(s) => s.clone(),
-                Value::Null => String::new(),
-                other => other.to_string(),
-            }),
-            Kind::Registered(name) => self.hb.render(name, ctx).map_err(|e| RenderFailure(describe(&e, &t.source))),
-        }
+        self.scope(ctx).render(t)
     }
 
     /// Render keeping the JSON type of a lone expression; other templates give a string.
     pub fn render_value(&self, t: &Template, ctx: &Value) -> Result<Value, RenderFailure> {
+        self.scope(ctx).render_value(t)
+    }
+
+    /// Several templates over one context (a request's path, query, headers
+    /// and body): Handlebars copies the context into its own form, and a
+    /// scope does that at most once.
+    pub fn scope<'a>(&'a self, ctx: &'a Value) -> Scope<'a> {
+        Scope { templates: self, ctx, hb_ctx: std::cell::OnceCell::new() }
+    }
+}
+
+/// Templates rendered over one context; see [`Templates::scope`].
+pub struct Scope<'a> {
+    templates: &'a Templates,
+    ctx: &'a Value,
+    hb_ctx: std::cell::OnceCell<handlebars::Context>,
+}
+
+impl Scope<'_> {
+    /// Render to text.
+    pub fn render(&self, t: &Template) -> Result<String, RenderFailure> {
         match &t.kind {
-            Kind::Lone(segs) => resolve(segs, ctx, &t.source).cloned(),
-            _ => self.render(t, ctx).map(Value::String),
+            Kind::Literal => Ok(t.source.to_string()),
+            Kind::Lone(segs) => Ok(match resolve(segs, self.ctx, &t.source)? {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            }),
+            Kind::Registered(name) => {
+                let hb_ctx = self.hb_ctx.get_or_init(|| handlebars::Context::from(self.ctx.clone()));
+                self.templates.hb.render_with_context(name, hb_ctx).map_err(|e| RenderFailure(describe(&e, &t.source)))
+            }
+        }
+    }
+
+    /// Render keeping the JSON type of a lone expression; other templates give a string.
+    pub fn render_value(&self, t: &Template) -> Result<Value, RenderFailure> {
+        match &t.kind {
+            Kind::Lone(segs) => resolve(segs, self.ctx, &t.source).cloned(),
+            _ => self.render(t).map(Value::String),
         }
     }
 }

@@ -23,7 +23,7 @@ use super::ratelimit::Bucket;
 use super::retry::parse_retry_after;
 use super::{Body, Connection, DoneWhen, JsonTemplate, RequestSpec};
 use crate::adapters::jsonpath::{Condition, JsonPath};
-use crate::adapters::template::{RenderFailure, Templates, percent_encode};
+use crate::adapters::template::{RenderFailure, Scope, Templates, percent_encode};
 use crate::config::secret::Secret;
 use crate::connector::extract::extract_object;
 use crate::telemetry::redact::redact;
@@ -597,7 +597,8 @@ fn render_request(
     credential: Option<&Credential>,
     link: Option<&str>,
 ) -> Result<PreparedRequest, CallError> {
-    let mut path = templates.render(&req.path, ctx)?;
+    let scope = templates.scope(ctx);
+    let mut path = scope.render(&req.path)?;
     let mut url = if path.starts_with("https://") || path.starts_with("http://") {
         path.clone()
     } else {
@@ -615,7 +616,7 @@ fn render_request(
     let mut sep = if url.contains('?') { '&' } else { '?' };
     for (k, t) in req.query.iter().filter(|_| link.is_none()) {
         // A parameter that renders empty is left out (e.g. no cursor on a first poll).
-        let v = templates.render(t, ctx)?;
+        let v = scope.render(t)?;
         if !v.is_empty() {
             url.push(sep);
             url.push_str(&percent_encode(k));
@@ -626,23 +627,23 @@ fn render_request(
     }
     let mut headers = Vec::with_capacity(req.headers.len() + 4);
     for (k, t) in conn.connector.default_headers.iter().chain(req.headers.iter()) {
-        headers.push((k.clone(), templates.render(t, ctx)?));
+        headers.push((k.clone(), scope.render(t)?));
     }
     let body = match &req.body {
         Body::None => None,
         Body::Json(t) => {
-            let v = render_json(templates, t, ctx)?;
+            let v = render_json(&scope, t)?;
             headers.push(("content-type".into(), "application/json".into()));
             Some(serde_json::to_vec(&v).expect("JSON values serialize"))
         }
         Body::Text { template, content_type } => {
             headers.push(("content-type".into(), content_type.clone()));
-            Some(templates.render(template, ctx)?.into_bytes())
+            Some(scope.render(template)?.into_bytes())
         }
         Body::Form(fields) => {
             let mut pairs = Vec::with_capacity(fields.len());
             for (k, t) in fields {
-                pairs.push((k.as_str(), templates.render(t, ctx)?));
+                pairs.push((k.as_str(), scope.render(t)?));
             }
             headers.push(("content-type".into(), "application/x-www-form-urlencoded".into()));
             Some(form_encode(&pairs).into_bytes())
@@ -710,15 +711,15 @@ fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max { s.to_string() } else { format!("{}…", s.chars().take(max).collect::<String>()) }
 }
 
-pub fn render_json(templates: &Templates, t: &JsonTemplate, ctx: &Value) -> Result<Value, RenderFailure> {
+pub fn render_json(scope: &Scope, t: &JsonTemplate) -> Result<Value, RenderFailure> {
     Ok(match t {
         JsonTemplate::Fixed(v) => v.clone(),
-        JsonTemplate::String(t) => templates.render_value(t, ctx)?,
-        JsonTemplate::Array(items) => Value::Array(items.iter().map(|i| render_json(templates, i, ctx)).collect::<Result<_, _>>()?),
+        JsonTemplate::String(t) => scope.render_value(t)?,
+        JsonTemplate::Array(items) => Value::Array(items.iter().map(|i| render_json(scope, i)).collect::<Result<_, _>>()?),
         JsonTemplate::Object(fields) => {
             let mut m = Map::with_capacity(fields.len());
             for (k, v) in fields {
-                m.insert(k.clone(), render_json(templates, v, ctx)?);
+                m.insert(k.clone(), render_json(scope, v)?);
             }
             Value::Object(m)
         }

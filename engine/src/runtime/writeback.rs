@@ -171,7 +171,7 @@ pub(super) async fn send_step(
         call_ctx["idempotency_key"] = Value::String(key(n));
         let mut args = Map::new();
         for (k, t) in &step.args {
-            match render_json(&cfg.templates, t, &call_ctx) {
+            match render_json(&cfg.templates.scope(&call_ctx), t) {
                 Ok(v) => {
                     args.insert(k.clone(), v);
                 }
