@@ -7,6 +7,7 @@ pub mod e2e;
 pub mod procstat;
 pub mod reload;
 pub mod setup;
+pub mod steps;
 pub mod stock;
 
 use std::time::Duration;

@@ -65,6 +65,17 @@ enum Which {
         #[arg(long)]
         json: bool,
     },
+    /// The hot steps one at a time: signature check, mapping, template
+    /// rendering, JSONPath extraction, the rule, a reservation commit, group commits.
+    Steps {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Seconds each step runs for.
+        #[arg(long, default_value_t = 1.0)]
+        seconds_per_step: f64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Reload latency and webhook delivery during reloads under steady load.
     Reload {
         #[command(flatten)]
@@ -149,6 +160,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     r.sandbox_cpu_ms_per_order, r.loadgen_cpu_ms_per_order
                 );
                 println!("  durable commits {} ({:.1} writes each): {}", r.store_commits, r.store_jobs_per_commit, r.commit_strategy);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Which::Steps { config, seconds_per_step, json } => {
+            let r = crate::bench::steps::steps(&config.config_dir, std::time::Duration::from_secs_f64(seconds_per_step)).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                for s in &r.steps {
+                    println!("{:>10.2} µs/op  {:>9} ops  {}", s.micros_per_op, s.iterations, s.step);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
