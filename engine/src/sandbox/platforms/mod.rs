@@ -10,6 +10,7 @@ pub mod amazon;
 pub mod arcadehub;
 pub mod magento;
 pub mod odoo;
+pub mod quickbooks;
 pub mod sap_business_one;
 pub mod shopify;
 pub mod square;
@@ -89,6 +90,7 @@ pub fn more_platforms(ctx: &SimContext) -> Vec<Arc<dyn SimPlatform>> {
         amazon::AmazonSim::new(ctx),
         magento::MagentoSim::new(ctx),
         odoo::OdooSim::new(ctx),
+        quickbooks::QuickBooksSim::new(ctx),
         sap_business_one::SapBusinessOneSim::new(ctx),
         square::SquareSim::new(ctx),
         unleashed::UnleashedSim::new(ctx),
