@@ -185,3 +185,25 @@ async fn odoo_orders_run_through() {
 async fn amazon_orders_run_through() {
     orders_run_through("amazon", Terms { approve: None, waitlist: None, reject: "order_cancel" }).await;
 }
+
+#[tokio::test]
+async fn quickbooks_orders_run_through() {
+    orders_run_through("quickbooks", Terms { approve: Some("Accepted"), waitlist: Some("waiting for stock"), reject: "Rejected" }).await;
+}
+
+/// The README's first command: every platform with an order workflow shows
+/// each kind of decision, and nothing ends in error.
+#[test]
+fn the_demo_decides_on_every_platform() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ordersync")).arg("demo").arg("--config-dir").arg(repo).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    for entry in std::fs::read_dir(repo.join("workflows")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        if let Some(platform) = name.strip_suffix("-orders.yaml") {
+            assert!(text.contains(&format!("== {platform} (")), "no {platform} section in:\n{text}");
+        }
+    }
+    assert!(text.contains("approved") && text.contains("waitlisted") && text.contains("rejected"), "{text}");
+}
