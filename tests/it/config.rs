@@ -69,6 +69,23 @@ fn the_shipped_config_is_valid() {
 }
 
 #[test]
+fn workflows_of_platforms_not_connected_stay_inactive() {
+    let b = Broken::new("inactive");
+    // This installation connects Shopify only.
+    let instance = std::fs::read_to_string(b.dir.join("ordersync.yaml")).unwrap();
+    let cut = instance.find("\n  woocommerce-main:").unwrap();
+    let rest = instance.find("\n# One stock picture").unwrap();
+    std::fs::write(b.dir.join("ordersync.yaml"), format!("{}\n{}", &instance[..cut], &instance[rest..])).unwrap();
+    let set = load(&ConfigPaths::new(&b.dir, None), LoadOptions { resolve_secrets: false, ..LoadOptions::default() }).unwrap();
+    assert!(set.workflows.contains_key("shopify-orders") && !set.workflows.contains_key("magento-orders"));
+    let inactive = set.warnings.iter().find(|w| w.file.ends_with("magento-orders.yaml")).expect("a warning for magento-orders");
+    assert!(inactive.message.contains("inactive") && inactive.message.contains("magento-main"), "{inactive}");
+    // A near miss of a configured name is a misspelling, not an unconnected platform.
+    let line = b.edit("workflows/shopify-stock.yaml", "connection: shopify-main", "connection: shopify-mian");
+    b.expect("shopify-stock.yaml", line, "no connection named `shopify-mian`");
+}
+
+#[test]
 fn bad_yaml_names_file_line_and_column() {
     let b = Broken::new("syntax");
     let line = b.edit(
