@@ -45,6 +45,10 @@ impl Default for RuleLimits {
 pub struct Rule {
     pub file: PathBuf,
     ast: Arc<AST>,
+    /// Whether the script mentions `raw` outside comments: only then does
+    /// it get `order.raw`, the platform's whole payload, which costs more
+    /// to hand over than the rest of its input together.
+    pub reads_raw: bool,
 }
 
 impl std::fmt::Debug for Rule {
@@ -124,7 +128,7 @@ impl RuleEngine {
             let (line, col) = position(e.position());
             ScriptError { line, col, message: e.err_type().to_string() }
         })?;
-        Ok(Rule { file: file.to_path_buf(), ast: Arc::new(ast) })
+        Ok(Rule { file: file.to_path_buf(), ast: Arc::new(ast), reads_raw: mentions_word(source, "raw") })
     }
 
     /// Run a rule over its inputs. `input` must be a JSON object; each of its
@@ -162,6 +166,27 @@ impl RuleEngine {
             None => RuleFailure::Script { file: file.to_string(), line, message: strip_position(&e.to_string()) },
         }
     }
+}
+
+/// `word` as a whole word in `source` outside `//` and `/* */` comments.
+fn mentions_word(source: &str, word: &str) -> bool {
+    let mut code = String::with_capacity(source.len());
+    let mut rest = source;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix("//") {
+            rest = after.find('\n').map_or("", |i| &after[i..]);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.find("*/").map_or("", |i| &after[i + 2..]);
+            code.push(' ');
+        } else {
+            let c = rest.chars().next().unwrap_or(' ');
+            code.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    code.match_indices(word)
+        .any(|(i, _)| !code[..i].chars().next_back().is_some_and(is_ident) && !code[i + word.len()..].chars().next().is_some_and(is_ident))
 }
 
 fn position(p: Position) -> (usize, usize) {
@@ -219,6 +244,15 @@ fn outcome_from(result: Dynamic) -> Result<RuleOutcome, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn raw_is_noticed_only_in_code() {
+        assert!(!mentions_word("// order.raw is the payload\nlet x = order.number; /* raw */", "raw"));
+        assert!(mentions_word("let tier = order.raw.customer.tier;", "raw"));
+        assert!(mentions_word("let r = order[\"raw\"];", "raw"));
+        assert!(!mentions_word("let drawer = 1; let raws = 2;", "raw"));
+    }
+
     use super::*;
     use serde_json::json;
 

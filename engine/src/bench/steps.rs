@@ -100,7 +100,9 @@ pub async fn steps(source: &Path, budget: Duration) -> anyhow::Result<StepsRepor
     let order = flow.mapping.map(&payload, &origin, None).map_err(|e| anyhow::anyhow!(e.0))?;
 
     // Rendering the stock lookup request (path, headers, GraphQL body).
-    let mut ctx = json!({ "order": order, "values": conn.values, "params": flow.params, "now": now });
+    // The context as the runtime builds it: the canonical order with the platform's `raw` payload.
+    let mut ctx =
+        json!({ "order": crate::runtime::orders::order_json(&order, &payload), "values": conn.values, "params": flow.params, "now": now });
     ctx["sku"] = json!(order.lines[0].sku);
     ctx["line"] = serde_json::to_value(&order.lines[0])?;
     let lookup = &flow.stock.request;
@@ -186,6 +188,14 @@ fn rule_step(cfg: &ConfigSet, wf: &Workflow, ctx: &Value, order: &crate::model::
     }
     let mut input = ctx.clone();
     input["stock"] = serde_json::to_value(&views)?;
+    if !flow.rule.reads_raw {
+        if let Some(Value::Object(order)) = input.get_mut("order") {
+            order.remove("raw");
+        }
+    }
+    if let Value::Object(m) = &mut input {
+        m.remove("values");
+    }
     cfg.rules.decide(&flow.rule, &input).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(measure("rule evaluation (shipped amusement-machine rule)", budget, || {
         let _ = cfg.rules.decide(&flow.rule, &input);

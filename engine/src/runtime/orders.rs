@@ -220,6 +220,11 @@ pub(super) fn decide(
     let mut input = base.clone();
     if let Value::Object(m) = &mut input {
         m.remove("values");
+        if !flow.rule.reads_raw {
+            if let Some(Value::Object(order)) = m.get_mut("order") {
+                order.remove("raw");
+            }
+        }
         m.insert("stock".into(), serde_json::to_value(&views).expect("stock views serialize"));
     }
     let (outcome, took) = cfg.rules.decide(&flow.rule, &input).map_err(|e| e.to_string())?;
