@@ -53,6 +53,11 @@ fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { what: what.to_string(), message: e.to_string() })
 }
 
+/// redb's page cache. Its default (1 GiB) lets a backlog of queued webhooks
+/// grow the daemon to that size; the hot pages (the queue's head, recent
+/// orders, the ledger) fit in far less.
+const PAGE_CACHE_BYTES: usize = 64 << 20;
+
 impl Store {
     /// Open (or create) the state file and start the writer thread.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -60,7 +65,7 @@ impl Store {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| open_err(format!("cannot create its directory: {e}")))?;
         }
-        let db = Database::create(path).map_err(|e| match e {
+        let db = redb::Builder::new().set_cache_size(PAGE_CACHE_BYTES).create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => open_err("another ordersync process is using it".into()),
             other => open_err(other.to_string()),
         })?;
