@@ -191,6 +191,38 @@ async fn quickbooks_orders_run_through() {
     orders_run_through("quickbooks", Terms { approve: Some("Accepted"), waitlist: Some("waiting for stock"), reject: "Rejected" }).await;
 }
 
+/// The shipped stock workflows of other platforms feed the ledger:
+/// WooCommerce's `product.updated` webhooks and QuickBooks' polled items.
+#[tokio::test]
+async fn woocommerce_and_quickbooks_stock_reach_the_ledger() {
+    let env = TestEnv::new("platform-stock").await;
+    env.connect("woocommerce");
+    env.connect("quickbooks");
+    poll_every_second(&env, "workflows/quickbooks-stock.yaml");
+    let daemon = env.start_daemon().await;
+    // Only WooCommerce announces stock changes here (Shopify's announcements go nowhere).
+    env.sandbox.set_topic_target("shopify", "inventory_levels/update", &daemon.url("/hooks/nowhere"));
+    env.sandbox.set_topic_target("woocommerce", "product.updated", &daemon.url("/hooks/woocommerce-stock"));
+    env.sandbox.restock("SP-LED-GI-WW", 9, 0, None).await.unwrap();
+    reported_by(&daemon, "SP-LED-GI-WW", 9, "woocommerce-stock").await;
+    // A count entered in the back office, announced to nobody: QuickBooks' poll finds it.
+    let loc = env.sandbox.erp.locations()[0].id;
+    env.sandbox.erp.set_stock("SP-COIN-MECH-EU", loc, 23, 0, None);
+    reported_by(&daemon, "SP-COIN-MECH-EU", 23, "quickbooks-stock").await;
+    daemon.stop().await;
+}
+
+/// Wait until the ledger holds `on_hand` for `sku`, recorded by `workflow`.
+async fn reported_by(daemon: &DaemonProcess, sku: &str, on_hand: i64, workflow: &str) {
+    wait_until(&format!("{workflow}'s report of {sku}"), crate::support::DEADLINE, || async {
+        let (code, body) = daemon.api(&format!("/api/inventory/{sku}?history=100")).await;
+        let by_workflow =
+            body["history"].as_array().into_iter().flatten().any(|h| h["cause"].as_str().is_some_and(|c| c.starts_with(workflow)));
+        (code == 200 && body["on_hand"] == on_hand && by_workflow).then_some(())
+    })
+    .await;
+}
+
 /// The README's first command: every platform with an order workflow shows
 /// each kind of decision, and nothing ends in error.
 #[test]
