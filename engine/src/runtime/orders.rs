@@ -127,8 +127,9 @@ pub(super) async fn handle(
         match commit_decision(rt, cfg, wf, dc).await? {
             Committed::Done { writeback } => {
                 METRICS.inc("ordersync_decisions_total", &[("workflow", &wf.name), ("decision", decided.outcome.decision.as_str())]);
-                if writeback {
-                    writeback::run(rt, cfg, &order.id, false).await;
+                if let Some(fresh) = writeback {
+                    let (job, record) = *fresh;
+                    writeback::run_fresh(rt, cfg, job, record, &payload).await;
                 }
                 return Ok(Attempt::Finished);
             }
@@ -424,8 +425,10 @@ pub(super) struct DecisionCommit {
 }
 
 pub(super) enum Committed {
+    /// Decided; with the write-back job to run and the record it was made
+    /// for, so the write-back need not read them back from the store.
     Done {
-        writeback: bool,
+        writeback: Option<Box<(WritebackJob, OrderRecord)>>,
     },
     /// Someone else decided this order in the meantime.
     Skipped,
@@ -547,7 +550,7 @@ pub(super) async fn commit_decision(
                 w.remove_event(id)?;
             }
             pushes.queue(w, &effects)?;
-            Ok((Committed::Done { writeback: has_job }, effects))
+            Ok((Committed::Done { writeback: job.map(|job| Box::new((job, record))) }, effects))
         })
         .await?;
     if matches!(result, Committed::Done { .. }) {

@@ -108,7 +108,7 @@ pub async fn reevaluate(rt: &Arc<Runtime>, sku: &str) -> Result<usize, StoreErro
             Committed::Done { writeback } => {
                 METRICS.inc("ordersync_decisions_total", &[("workflow", &wf.name), ("decision", decision.as_str())]);
                 approved += usize::from(decision == crate::model::Decision::Approve);
-                if writeback {
+                if writeback.is_some() {
                     let (rt, cfg) = (rt.clone(), cfg.clone());
                     tokio::spawn(async move { writeback::run(&rt, &cfg, &id, false).await });
                 }

@@ -14,8 +14,8 @@ use super::orders::order_json;
 use crate::config::ConfigSet;
 use crate::connector::Connection;
 use crate::connector::client::{SendOptions, render_json};
-use crate::model::{Decision, WritebackState};
-use crate::store::{AuditEntry, AuditKind, DeadLetter, StepProgress, StepState, StoreError};
+use crate::model::{Decision, OrderRecord, WritebackState};
+use crate::store::{AuditEntry, AuditKind, DeadLetter, StepProgress, StepState, StoreError, WritebackJob};
 use crate::telemetry::metrics::METRICS;
 use crate::workflow::Step;
 
@@ -57,6 +57,14 @@ pub async fn run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) {
     }
 }
 
+/// Run a job just committed, with the record and payload in hand.
+pub async fn run_fresh(rt: &Runtime, cfg: &ConfigSet, job: WritebackJob, record: OrderRecord, payload: &Value) {
+    let order_id = record.order.id.clone();
+    if let Err(e) = execute(rt, cfg, job, record, payload, false).await {
+        tracing::error!(order = order_id, "write-back could not be recorded: {e}; it resumes on the next start");
+    }
+}
+
 async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) -> Result<(), StoreError> {
     let Some(job) = rt.store.writeback(order_id)? else {
         return Ok(());
@@ -64,14 +72,26 @@ async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) -
     let Some(record) = rt.store.order(order_id)? else {
         return Ok(());
     };
+    let payload: Value = rt.store.payload(order_id)?.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
+    execute(rt, cfg, job, record, &payload, resumed).await
+}
+
+async fn execute(
+    rt: &Runtime,
+    cfg: &ConfigSet,
+    job: WritebackJob,
+    record: OrderRecord,
+    payload: &Value,
+    resumed: bool,
+) -> Result<(), StoreError> {
+    let order_id = record.order.id.as_str();
     let Some(wf) = cfg.workflows.get(&job.workflow).cloned() else {
         tracing::warn!(order = order_id, workflow = %job.workflow, "write-back waits: its workflow is not configured");
         return Ok(());
     };
     let params = wf.orders().map_or(Value::Null, |f| f.params.clone());
-    let payload: Value = rt.store.payload(order_id)?.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
     let mut ctx = json!({
-        "order": order_json(&record.order, &payload),
+        "order": order_json(&record.order, payload),
         "decision": { "decision": job.decision, "reason": record.reason, "priority": record.priority, "lines": record.allocations },
         "stock": serde_json::to_value(&record.stock_seen).unwrap_or(Value::Null),
         "values": wf.connection.values.clone(),
