@@ -60,6 +60,12 @@ impl Template {
         matches!(self.kind, Kind::Lone(_))
     }
 
+    /// Whether `word` appears anywhere in the template's text (a cheap,
+    /// conservative test of what it may read).
+    pub fn mentions(&self, word: &str) -> bool {
+        self.source.contains(word)
+    }
+
     /// The variable paths this template reads (for lints), best effort.
     pub fn variables(&self) -> Vec<String> {
         let mut out = Vec::new();

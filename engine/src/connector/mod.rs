@@ -100,6 +100,29 @@ pub struct RequestSpec {
     pub authenticate: bool,
 }
 
+impl RequestSpec {
+    /// Whether any template of the request (path, query, headers, body)
+    /// mentions `word`: a request whose templates never name `raw` can be
+    /// rendered without the order's raw payload in its context.
+    pub fn mentions(&self, word: &str) -> bool {
+        fn json(t: &JsonTemplate, word: &str) -> bool {
+            match t {
+                JsonTemplate::Fixed(_) => false,
+                JsonTemplate::String(t) => t.mentions(word),
+                JsonTemplate::Array(items) => items.iter().any(|i| json(i, word)),
+                JsonTemplate::Object(fields) => fields.iter().any(|(_, v)| json(v, word)),
+            }
+        }
+        let body = match &self.body {
+            Body::None => false,
+            Body::Json(t) => json(t, word),
+            Body::Text { template, .. } => template.mentions(word),
+            Body::Form(fields) => fields.iter().any(|(_, t)| t.mentions(word)),
+        };
+        body || self.path.mentions(word) || self.query.iter().chain(&self.headers).any(|(_, t)| t.mentions(word))
+    }
+}
+
 /// Before a resend: run `request`; if `done_when` matches, the effect is there.
 #[derive(Debug, Clone)]
 pub struct Check {

@@ -335,8 +335,13 @@ async fn lookup_stock(
 ) -> Result<BTreeMap<String, ReportedStock>, LookupFailure> {
     let mut out = BTreeMap::new();
     let now = rt.now();
+    // The order's raw payload is often most of the context: leave it out
+    // when no template of the lookup can read it.
+    let needs_raw = std::iter::once(&flow.stock.request).chain(&flow.stock.also).any(|r| r.mentions("raw"))
+        || wf.connection.connector.default_headers.iter().any(|(_, t)| t.mentions("raw"));
+    let lookup_base = if needs_raw { base.clone() } else { without_raw(base) };
     for sku in order.qty_by_sku().keys() {
-        let mut ctx = base.clone();
+        let mut ctx = lookup_base.clone();
         ctx["sku"] = Value::String(sku.to_string());
         if let Some(line) = order.lines.iter().find(|l| l.sku == *sku) {
             ctx["line"] = serde_json::to_value(line).expect("lines serialize");
@@ -383,6 +388,22 @@ async fn lookup_stock(
         }
     }
     Ok(out)
+}
+
+/// `base` without `order.raw`, copying nothing of the payload.
+fn without_raw(base: &Value) -> Value {
+    let Value::Object(fields) = base else { return base.clone() };
+    let mut out = serde_json::Map::with_capacity(fields.len());
+    for (k, v) in fields {
+        let v = match (k.as_str(), v) {
+            ("order", Value::Object(order)) => {
+                Value::Object(order.iter().filter(|(k, _)| *k != "raw").map(|(k, v)| (k.clone(), v.clone())).collect())
+            }
+            _ => v.clone(),
+        };
+        out.insert(k.clone(), v);
+    }
+    Value::Object(out)
 }
 
 /// What an approval reserves: the rule's `lines`, or every order line.
