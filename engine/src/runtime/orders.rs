@@ -218,14 +218,9 @@ pub(super) fn decide(
     views: BTreeMap<String, StockView>,
     audit: &mut Vec<AuditEntry>,
 ) -> Result<Decided, String> {
-    let mut input = base.clone();
+    let mut input = if flow.rule.reads_raw { base.clone() } else { without_raw(base) };
     if let Value::Object(m) = &mut input {
         m.remove("values");
-        if !flow.rule.reads_raw {
-            if let Some(Value::Object(order)) = m.get_mut("order") {
-                order.remove("raw");
-            }
-        }
         m.insert("stock".into(), serde_json::to_value(&views).expect("stock views serialize"));
     }
     let (outcome, took) = cfg.rules.decide(&flow.rule, &input).map_err(|e| e.to_string())?;
