@@ -49,6 +49,18 @@ fn the_shipped_cases_pass() {
 }
 
 #[test]
+fn cases_of_platforms_not_connected_are_skipped() {
+    let d = setup("wt-skip");
+    let instance = std::fs::read_to_string(d.0.join("ordersync.yaml")).unwrap();
+    let (from, to) = (instance.find("\n  amazon-main:").unwrap(), instance.find("\n# One stock picture").unwrap());
+    std::fs::write(d.0.join("ordersync.yaml"), format!("{}\n{}", &instance[..from], &instance[to..])).unwrap();
+    let (code, out) = run(&d.0, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("SKIP ") && out.contains("workflow `amazon-orders` is inactive"), "{out}");
+    assert!(out.contains("0 failed, 1 file(s) skipped"), "{out}");
+}
+
+#[test]
 fn a_failing_case_shows_what_differs() {
     let d = setup("wt-fail");
     let f = d.0.join("workflows/tests/shopify-orders.test.yaml");

@@ -50,9 +50,13 @@ pub fn run(args: Args) -> ExitCode {
     for t in &targets {
         collect(t, &mut files);
     }
-    let (mut passed, mut failed, mut broken) = (0, 0, 0);
+    let (mut passed, mut failed, mut broken, mut skipped) = (0, 0, 0, 0);
     for f in &files {
         let r = run_file(&cfg, f);
+        if let Some(why) = &r.skipped {
+            skipped += 1;
+            println!("SKIP {}: {why}", f.display());
+        }
         for e in &r.errors {
             eprintln!("{e}");
             broken += 1;
@@ -73,8 +77,9 @@ pub fn run(args: Args) -> ExitCode {
         }
     }
     println!(
-        "{passed} passed, {failed} failed{} ({} files in {:.2} s)",
+        "{passed} passed, {failed} failed{}{} ({} files in {:.2} s)",
         if broken > 0 { format!(", {broken} test file error(s)") } else { String::new() },
+        if skipped > 0 { format!(", {skipped} file(s) skipped") } else { String::new() },
         files.len(),
         started.elapsed().as_secs_f64()
     );

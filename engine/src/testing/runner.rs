@@ -53,6 +53,9 @@ pub struct FileResult {
     pub path: PathBuf,
     pub cases: Vec<CaseResult>,
     pub errors: Vec<Diagnostic>,
+    /// Why the file's cases did not run although nothing is wrong with it
+    /// (its workflow's platform is not connected in the instance config).
+    pub skipped: Option<String>,
 }
 
 /// A request the engine sent during a case.
@@ -69,7 +72,7 @@ struct Captured {
 
 /// Run every case of one test file against `cfg` (loaded with stand-in secrets).
 pub fn run_file(cfg: &Arc<ConfigSet>, path: &Path) -> FileResult {
-    let mut result = FileResult { path: path.to_path_buf(), cases: Vec::new(), errors: Vec::new() };
+    let mut result = FileResult { path: path.to_path_buf(), cases: Vec::new(), errors: Vec::new(), skipped: None };
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -88,6 +91,12 @@ pub fn run_file(cfg: &Arc<ConfigSet>, path: &Path) -> FileResult {
     let file = &parsed.value;
     let at = |field: &str, message: String| Diagnostic::new(path, spans.locate(field), field, message);
     let Some(wf) = cfg.workflows.get(&file.workflow).cloned() else {
+        // A shipped workflow whose platform the instance config does not connect.
+        let inactive = format!("workflow `{}` is inactive", file.workflow);
+        if let Some(w) = cfg.warnings.iter().find(|w| w.message.starts_with(&inactive)) {
+            result.skipped = Some(w.message.clone());
+            return result;
+        }
         let mut d = at("workflow", format!("no workflow named `{}`", file.workflow));
         if let Some(s) = did_you_mean(&file.workflow, cfg.workflows.keys().map(String::as_str)) {
             d = d.with_help(format!("did you mean `{s}`?"));
