@@ -108,6 +108,7 @@ impl TemplateBuilder {
         hb.register_escape_fn(handlebars::no_escape);
         hb.register_helper("json", Box::new(json_helper));
         hb.register_helper("urlencode", Box::new(urlencode_helper));
+        hb.register_helper("xml", Box::new(xml_helper));
         hb.register_helper("default", Box::new(default_helper));
         hb.register_helper("join", Box::new(join_helper));
         hb.register_helper("datetime", Box::new(datetime_helper));
@@ -284,6 +285,32 @@ fn urlencode_helper(h: &Helper, r: &Handlebars, _: &Context, _: &mut RenderConte
     Ok(())
 }
 
+/// `{{xml value}}`: the value escaped for XML text and attributes (feeds, SOAP bodies).
+fn xml_helper(h: &Helper, r: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
+    let v = param_value(h, 0, r)?;
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    out.write(&xml_escape(&s))?;
+    Ok(())
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `{{default value "fallback"}}`: the value, or the fallback when it is missing or null.
 fn default_helper(h: &Helper, _: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
     let first = h.param(0).filter(|p| !p.is_value_missing() && !p.value().is_null()).map(|p| p.value());
@@ -400,6 +427,17 @@ mod tests {
         let ts = b.finish();
         let err = ts.render(&t, &json!({"order": {"id": 1}})).unwrap_err();
         assert!(err.0.contains("order.nope"), "{}", err.0);
+    }
+
+    #[test]
+    fn xml_values_are_escaped() {
+        let mut b = TemplateBuilder::new();
+        let t = b.add("<Note>{{xml note}}</Note>").unwrap();
+        let ts = b.finish();
+        assert_eq!(
+            ts.render(&t, &json!({"note": "Tom & Jerry's <\"cab\">"})).unwrap(),
+            "<Note>Tom &amp; Jerry&apos;s &lt;&quot;cab&quot;&gt;</Note>"
+        );
     }
 
     #[test]
