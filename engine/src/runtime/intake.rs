@@ -56,12 +56,11 @@ pub async fn accept(rt: &Runtime, wf: &Workflow, headers: &HeaderMap, body: &[u8
         if let Some(sig) = spec.and_then(|s| s.signature.as_ref()) {
             webhook::verify(sig, conn.secret(&sig.secret), headers, body, url)?;
         }
-        let event_type = match spec {
-            Some(s) if s.event_path.is_some() => {
-                let doc: Value = serde_json::from_slice(body).map_err(|e| Refused::BadJson(e.to_string()))?;
-                s.event_path.as_ref().and_then(|p| p.first(&doc)).and_then(scalar_text)
-            }
-            _ => spec
+        // The body as JSON, parsed at most once, and only when something reads it.
+        let mut doc: Option<Value> = None;
+        let event_type = match spec.and_then(|s| s.event_path.as_ref()) {
+            Some(path) => path.first(parsed(&mut doc, body)?).and_then(scalar_text),
+            None => spec
                 .and_then(|s| s.event_header.as_ref())
                 .and_then(|h| headers.get(h.as_str()))
                 .and_then(|v| v.to_str().ok())
@@ -81,7 +80,7 @@ pub async fn accept(rt: &Runtime, wf: &Workflow, headers: &HeaderMap, body: &[u8
         }
         let text = std::str::from_utf8(body).map_err(|e| Refused::BadJson(e.to_string()))?;
         if let Some(records) = records {
-            return accept_batch(rt, wf, text, records, record_key, event_type).await;
+            return accept_batch(rt, wf, parsed(&mut doc, body)?, records, record_key, event_type).await;
         }
         let payload = RawValue::from_string(text.to_string()).map_err(|e| Refused::BadJson(e.to_string()))?;
         if !payload.get().trim_start().starts_with('{') {
@@ -94,8 +93,7 @@ pub async fn accept(rt: &Runtime, wf: &Workflow, headers: &HeaderMap, body: &[u8
             .filter_map(|h| headers.get(h.as_str()).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(|v| format!("{h}:{v}")))
             .collect();
         if let Some(key) = spec.and_then(|s| s.delivery_key.as_ref()) {
-            let doc: Value = serde_json::from_str(text).map_err(|e| Refused::BadJson(e.to_string()))?;
-            delivery_ids.push(delivery_key(key, headers, &doc));
+            delivery_ids.push(delivery_key(key, headers, parsed(&mut doc, body)?));
         }
         if delivery_ids.is_empty() {
             // Without an id, an identical body is the same delivery.
@@ -126,6 +124,14 @@ pub async fn accept(rt: &Runtime, wf: &Workflow, headers: &HeaderMap, body: &[u8
     result
 }
 
+/// The body as JSON, parsing it on first use.
+fn parsed<'a>(doc: &'a mut Option<Value>, body: &[u8]) -> Result<&'a Value, Refused> {
+    if doc.is_none() {
+        *doc = Some(serde_json::from_slice(body).map_err(|e| Refused::BadJson(e.to_string()))?);
+    }
+    Ok(doc.as_ref().expect("parsed just above"))
+}
+
 /// Header values and body fields that together identify a delivery.
 fn delivery_key(key: &DeliveryKey, headers: &HeaderMap, doc: &Value) -> String {
     let mut parts: Vec<String> =
@@ -140,13 +146,12 @@ fn delivery_key(key: &DeliveryKey, headers: &HeaderMap, doc: &Value) -> String {
 async fn accept_batch(
     rt: &Runtime,
     wf: &Workflow,
-    text: &str,
+    doc: &Value,
     records: &JsonPath,
     record_key: &[JsonPath],
     event_type: Option<String>,
 ) -> Result<Accepted, Refused> {
-    let doc: Value = serde_json::from_str(text).map_err(|e| Refused::BadJson(e.to_string()))?;
-    let found = records.query(&doc);
+    let found = records.query(doc);
     if found.is_empty() {
         return Ok(Accepted::Ignored(format!("the delivery holds no records at `{}`", records.source())));
     }

@@ -169,8 +169,6 @@ struct Pager<'a> {
     page: Value,
     /// The next page's URL (link paging).
     link: Option<String>,
-    /// Pages read so far.
-    read: u64,
 }
 
 impl<'a> Pager<'a> {
@@ -179,7 +177,7 @@ impl<'a> Pager<'a> {
             Pages::Number { first, .. } | Pages::Offset { first, .. } => json!(first),
             _ => Value::Null,
         };
-        Pager { pages, page, link: None, read: 0 }
+        Pager { pages, page, link: None }
     }
 
     fn size(&self) -> Value {
@@ -191,7 +189,6 @@ impl<'a> Pager<'a> {
 
     /// Move to the next page after one with `count` records; false when that was the last.
     fn advance(&mut self, body: &Value, count: usize) -> bool {
-        self.read += 1;
         let number = |p: &Option<crate::adapters::jsonpath::JsonPath>| p.as_ref().and_then(|p| p.first(body)).and_then(as_integer);
         match self.pages {
             Pages::Single => false,

@@ -98,3 +98,38 @@ pub fn more_platforms(ctx: &SimContext) -> Vec<Arc<dyn SimPlatform>> {
     ];
     platforms
 }
+
+/// What the adapters' tests share.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+
+    /// The deliveries a receiver got: headers and raw body.
+    pub type Received = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
+
+    /// A webhook receiver on loopback that keeps every delivery; its URL.
+    pub async fn receiver() -> (String, Received) {
+        let got: Received = Arc::default();
+        let keep = got.clone();
+        let app = Router::new().route(
+            "/hooks",
+            post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let keep = keep.clone();
+                async move {
+                    keep.lock().unwrap_or_else(|p| p.into_inner()).push((headers, body.to_vec()));
+                    StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let addr = listener.local_addr().expect("a bound address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (format!("http://{addr}/hooks"), got)
+    }
+}

@@ -1500,6 +1500,7 @@ fn run_query(sim: &QuickBooksSim, text: &str) -> Result<Value, Failure> {
 mod tests {
     use super::*;
     use crate::sandbox::erp::LineRequest;
+    use crate::sandbox::platforms::testkit::{Received, receiver};
 
     #[test]
     fn parses_the_query_language() {
@@ -1522,29 +1523,6 @@ mod tests {
         assert_eq!(parse_time("2011-08-10T10:20:30-0700"), parse_time("2011-08-10T17:20:30Z"));
         assert_eq!(parse_time("2025-06-01T00:00:00-00:00"), parse_time("2025-06-01T00:00:00Z"));
         assert!(parse_time("2025-06-01T00:00:00").is_some());
-    }
-
-    type Received = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
-
-    async fn receiver() -> (String, Received) {
-        let got: Received = Arc::default();
-        let keep = got.clone();
-        let app = Router::new().route(
-            "/hooks/qbo",
-            post(move |headers: HeaderMap, body: axum::body::Bytes| {
-                let keep = keep.clone();
-                async move {
-                    keep.lock().unwrap_or_else(|e| e.into_inner()).push((headers, body.to_vec()));
-                    StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        (format!("http://{addr}/hooks/qbo"), got)
     }
 
     struct Client {

@@ -1427,6 +1427,7 @@ fn apply_change(sim: &SquareSim, order: &SimOrder, change: &OrderChange) {
 mod tests {
     use super::*;
     use crate::sandbox::erp::LineRequest;
+    use crate::sandbox::platforms::testkit::{Received, receiver};
 
     #[test]
     fn ids_look_like_square_ids_and_decode() {
@@ -1465,31 +1466,6 @@ mod tests {
         let d = sim.signed("7a1f0c2e-0000-4000-8000-000000000001", body, "https://engine.example.com/hooks/square");
         let signature = d.headers.iter().find(|(k, _)| k == "x-square-hmacsha256-signature").map(|(_, v)| v.as_str());
         assert_eq!(signature, Some("rPgofQv7sZCpD0HDP3lA50rLsljtfQxnCu51psBNeMU="));
-    }
-
-    /// The deliveries a receiver got: headers and raw body.
-    type Received = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
-
-    /// A receiver that keeps every delivery (URL path, headers, raw body).
-    async fn receiver() -> (String, Received) {
-        let got: Received = Arc::default();
-        let keep = got.clone();
-        let app = Router::new().route(
-            "/hooks/square",
-            post(move |headers: HeaderMap, body: axum::body::Bytes| {
-                let keep = keep.clone();
-                async move {
-                    keep.lock().unwrap_or_else(|e| e.into_inner()).push((headers, body.to_vec()));
-                    StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        (format!("http://{addr}/hooks/square"), got)
     }
 
     struct Setup {

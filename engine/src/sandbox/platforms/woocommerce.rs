@@ -1362,31 +1362,8 @@ async fn create_note(State(sim): Sim, Path(id): Path<String>, headers: HeaderMap
 mod tests {
     use super::*;
     use crate::sandbox::erp::LineRequest;
+    use crate::sandbox::platforms::testkit::receiver;
     use crate::sandbox::{Sandbox, SandboxOptions};
-
-    type Captured = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
-
-    /// A webhook receiver on loopback that keeps what it gets.
-    async fn receiver() -> (String, Captured) {
-        let got: Captured = Arc::default();
-        let keep = got.clone();
-        let app = Router::new().route(
-            "/hooks",
-            post(move |headers: HeaderMap, body: axum::body::Bytes| {
-                let keep = keep.clone();
-                async move {
-                    keep.lock().unwrap_or_else(|p| p.into_inner()).push((headers, body.to_vec()));
-                    StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        (format!("http://{addr}/hooks"), got)
-    }
 
     struct Store {
         sandbox: Sandbox,
