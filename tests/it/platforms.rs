@@ -203,8 +203,9 @@ async fn woocommerce_and_quickbooks_stock_reach_the_ledger() {
     // Only WooCommerce announces stock changes here (Shopify's announcements go nowhere).
     env.sandbox.set_topic_target("shopify", "inventory_levels/update", &daemon.url("/hooks/nowhere"));
     env.sandbox.set_topic_target("woocommerce", "product.updated", &daemon.url("/hooks/woocommerce-stock"));
-    env.sandbox.restock("SP-LED-GI-WW", 9, 0, None).await.unwrap();
-    reported_by(&daemon, "SP-LED-GI-WW", 9, "woocommerce-stock").await;
+    // A product QuickBooks no longer lists (inactive), so only WooCommerce reports it.
+    env.sandbox.restock("CC-CLAW-MINI", 9, 0, None).await.unwrap();
+    reported_by(&daemon, "CC-CLAW-MINI", 9, "woocommerce-stock").await;
     // A count entered in the back office, announced to nobody: QuickBooks' poll finds it.
     let loc = env.sandbox.erp.locations()[0].id;
     env.sandbox.erp.set_stock("SP-COIN-MECH-EU", loc, 23, 0, None);
