@@ -100,22 +100,38 @@ pub struct RequestSpec {
     pub authenticate: bool,
 }
 
+impl Connector {
+    /// Whether sending `request` can read `word` from its context: its own
+    /// templates, the connector's default headers, or its read-before-write
+    /// check. What no template reads need not be put in the context.
+    pub fn request_mentions(&self, request: &RequestSpec, word: &str) -> bool {
+        let check = request.check.as_ref().is_some_and(|c| {
+            matches!(&c.done_when, DoneWhen::Template(t) if t.mentions(word))
+                || self.requests.get(&c.request).is_some_and(|r| r.mentions(word))
+        });
+        check || request.mentions(word) || self.default_headers.iter().any(|(_, t)| t.mentions(word))
+    }
+}
+
+impl JsonTemplate {
+    pub fn mentions(&self, word: &str) -> bool {
+        match self {
+            JsonTemplate::Fixed(_) => false,
+            JsonTemplate::String(t) => t.mentions(word),
+            JsonTemplate::Array(items) => items.iter().any(|i| i.mentions(word)),
+            JsonTemplate::Object(fields) => fields.iter().any(|(_, v)| v.mentions(word)),
+        }
+    }
+}
+
 impl RequestSpec {
     /// Whether any template of the request (path, query, headers, body)
     /// mentions `word`: a request whose templates never name `raw` can be
     /// rendered without the order's raw payload in its context.
     pub fn mentions(&self, word: &str) -> bool {
-        fn json(t: &JsonTemplate, word: &str) -> bool {
-            match t {
-                JsonTemplate::Fixed(_) => false,
-                JsonTemplate::String(t) => t.mentions(word),
-                JsonTemplate::Array(items) => items.iter().any(|i| json(i, word)),
-                JsonTemplate::Object(fields) => fields.iter().any(|(_, v)| json(v, word)),
-            }
-        }
         let body = match &self.body {
             Body::None => false,
-            Body::Json(t) => json(t, word),
+            Body::Json(t) => t.mentions(word),
             Body::Text { template, .. } => template.mentions(word),
             Body::Form(fields) => fields.iter().any(|(_, t)| t.mentions(word)),
         };

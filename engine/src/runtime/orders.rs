@@ -332,8 +332,8 @@ async fn lookup_stock(
     let now = rt.now();
     // The order's raw payload is often most of the context: leave it out
     // when no template of the lookup can read it.
-    let needs_raw = std::iter::once(&flow.stock.request).chain(&flow.stock.also).any(|r| r.mentions("raw"))
-        || wf.connection.connector.default_headers.iter().any(|(_, t)| t.mentions("raw"));
+    let needs_raw =
+        std::iter::once(&flow.stock.request).chain(&flow.stock.also).any(|r| wf.connection.connector.request_mentions(r, "raw"));
     let lookup_base = if needs_raw { base.clone() } else { without_raw(base) };
     for sku in order.qty_by_sku().keys() {
         let mut ctx = lookup_base.clone();
@@ -386,7 +386,7 @@ async fn lookup_stock(
 }
 
 /// `base` without `order.raw`, copying nothing of the payload.
-fn without_raw(base: &Value) -> Value {
+pub(super) fn without_raw(base: &Value) -> Value {
     let Value::Object(fields) = base else { return base.clone() };
     let mut out = serde_json::Map::with_capacity(fields.len());
     for (k, v) in fields {
@@ -556,9 +556,7 @@ pub(super) async fn commit_decision(
             if let Some(p) = &payload {
                 w.put_payload(&record.order.id, p)?;
             }
-            for a in &audit {
-                w.audit(&record.order.id, a)?;
-            }
+            w.audit_all(&record.order.id, &audit)?;
             if let Some(job) = &job {
                 w.put_writeback(job)?;
             }
@@ -731,9 +729,7 @@ async fn commit_error(
             }
             w.put_order(&record)?;
             w.put_payload(&record.order.id, &payload_bytes)?;
-            for a in &audit {
-                w.audit(&record.order.id, a)?;
-            }
+            w.audit_all(&record.order.id, &audit)?;
             w.remove_event(event_id)
         })
         .await

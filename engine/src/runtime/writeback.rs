@@ -90,8 +90,15 @@ async fn execute(
         return Ok(());
     };
     let params = wf.orders().map_or(Value::Null, |f| f.params.clone());
+    let steps = wf.steps_for(job.decision);
+    // The raw payload is often most of the context: left out when no step reads it.
+    let order = if steps.iter().any(|s| step_mentions(&wf.connection, s, "raw")) {
+        order_json(&record.order, payload)
+    } else {
+        serde_json::to_value(&record.order).expect("orders serialize")
+    };
     let mut ctx = json!({
-        "order": order_json(&record.order, payload),
+        "order": order,
         "decision": { "decision": job.decision, "reason": record.reason, "priority": record.priority, "lines": record.allocations },
         "stock": serde_json::to_value(&record.stock_seen).unwrap_or(Value::Null),
         "values": wf.connection.values.clone(),
@@ -99,7 +106,6 @@ async fn execute(
         "now": rt.now(),
         "steps": {},
     });
-    let steps = wf.steps_for(job.decision);
     // The retry window runs from when the decision was made.
     let age = crate::clock::parse_instant(&job.created_at).map(|t| (rt.clock.now() - t).unsigned_abs()).unwrap_or_default();
     let budget = wf.connection.connector.retry.max_age.saturating_sub(age);
@@ -230,6 +236,13 @@ pub(super) async fn send_step(
     run
 }
 
+/// Whether any template of a step (its request, args, `for_each`) mentions `word`.
+fn step_mentions(conn: &Connection, step: &crate::workflow::Step, word: &str) -> bool {
+    conn.connector.request_mentions(&step.request, word)
+        || step.args.iter().any(|(_, t)| t.mentions(word))
+        || step.for_each.as_ref().is_some_and(|t| t.mentions(word))
+}
+
 fn has_for_each(steps: &[crate::workflow::Step], name: &str) -> bool {
     steps.iter().any(|s| s.name == name && s.for_each.is_some())
 }
@@ -267,9 +280,7 @@ async fn mark(
                 }
                 w.put_writeback(&job)?;
             }
-            for a in &audit {
-                w.audit(&id, a)?;
-            }
+            w.audit_all(&id, &audit)?;
             Ok(())
         })
         .await
@@ -319,9 +330,7 @@ async fn dead_letter(
                 rec.writeback = WritebackState::DeadLettered;
                 w.put_order(&rec)?;
             }
-            for a in &audit {
-                w.audit(&id, a)?;
-            }
+            w.audit_all(&id, &audit)?;
             Ok(())
         })
         .await

@@ -430,7 +430,7 @@ fn run_batch(db: &Database, jobs: Vec<Job>) {
     let _ = txn.set_durability(Durability::Immediate);
     let mut completions = Vec::with_capacity(jobs.len());
     let failed = {
-        let mut w = WriteTx { txn: &txn, failed: None };
+        let mut w = WriteTx { txn: &txn, tables: OpenTables::default(), failed: None };
         for job in jobs {
             completions.push(job(&mut w));
             if w.failed.is_some() {
@@ -459,30 +459,84 @@ fn fail_unrun(job: Job, err: &StoreError) {
     tracing::error!("{err}");
 }
 
+/// Declares the handles a batch keeps open: each table is opened the first
+/// time a job of the batch touches it and stays open until the commit, so
+/// a batch of hundreds of jobs opens each table once, not once per verb.
+macro_rules! batch_tables {
+    ($($field:ident: $def:ident as Table<$k:ty, $v:ty>;)*) => {
+        #[derive(Default)]
+        struct OpenTables<'a> {
+            $($field: Option<redb::Table<'a, $k, $v>>,)*
+        }
+
+        impl<'a> WriteTx<'a> {
+            $(
+                fn $field(&mut self) -> Result<&mut redb::Table<'a, $k, $v>, StoreError> {
+                    if self.tables.$field.is_none() {
+                        let table = self.txn.open_table($def).map_err(|e| fail(&mut self.failed, e))?;
+                        self.tables.$field = Some(table);
+                    }
+                    Ok(self.tables.$field.as_mut().expect("opened above"))
+                }
+            )*
+        }
+    };
+}
+
+batch_tables! {
+    meta: META as Table<&'static str, u64>;
+    events: EVENTS as Table<u64, &'static [u8]>;
+    deliveries: DELIVERIES as Table<&'static str, u64>;
+    orders: ORDERS as Table<&'static str, &'static [u8]>;
+    payloads: PAYLOADS as Table<&'static str, &'static [u8]>;
+    audit_trail: AUDIT as Table<(&'static str, u64), &'static [u8]>;
+    stock_rows: STOCK as Table<(&'static str, &'static str), &'static [u8]>;
+    reservations: RESERVATIONS as Table<(&'static str, &'static str), i64>;
+    reserved_totals: RESERVED_TOTALS as Table<&'static str, i64>;
+    outbox: OUTBOX as Table<&'static str, &'static [u8]>;
+    stock_history: STOCK_HISTORY as Table<(&'static str, u64), &'static [u8]>;
+    incoming_stock: INCOMING as Table<&'static str, &'static [u8]>;
+    waitlist: WAITLIST as Table<(&'static str, u64, u64, &'static str), ()>;
+    pushes: PUSHES as Table<(&'static str, &'static str), &'static [u8]>;
+    cursors: CURSORS as Table<&'static str, &'static str>;
+    auth_tokens: AUTH_TOKENS as Table<&'static str, &'static [u8]>;
+    dead_letters: DEAD_LETTERS as Table<u64, &'static [u8]>;
+    failed_events: FAILED_EVENTS as Table<u64, &'static [u8]>;
+}
+
+/// A write that failed leaves the transaction unusable: remember it so the
+/// batch is aborted, and hand the error to the job.
+fn fail<E: std::fmt::Display>(failed: &mut Option<StoreError>, e: E) -> StoreError {
+    let err = storage(e);
+    *failed = Some(err.clone());
+    err
+}
+
 /// Domain verbs inside one write transaction.
 pub struct WriteTx<'a> {
     txn: &'a WriteTransaction,
+    tables: OpenTables<'a>,
     failed: Option<StoreError>,
 }
 
 impl WriteTx<'_> {
-    fn fail<E: std::fmt::Display>(&mut self, e: E) -> StoreError {
-        let err = storage(e);
-        self.failed = Some(err.clone());
-        err
+    /// Record a failed write; the batch will be aborted.
+    fn failed<E: std::fmt::Display>(&mut self, e: E) -> StoreError {
+        fail(&mut self.failed, e)
     }
 
     fn next_id(&mut self, counter: &str) -> Result<u64, StoreError> {
-        let mut meta = self.txn.open_table(META).map_err(|e| self.fail(e))?;
+        let meta = self.meta()?;
         let next = meta.get(counter).map_err(storage)?.map_or(1, |v| v.value());
-        meta.insert(counter, next + 1).map_err(storage)?;
+        let r = meta.insert(counter, next + 1).map(|_| ());
+        r.map_err(|e| self.failed(e))?;
         Ok(next)
     }
 
     /// Store an event unless one of its delivery ids was seen before.
     pub fn enqueue_event(&mut self, ev: NewEvent) -> Result<Enqueued, StoreError> {
         {
-            let deliveries = self.txn.open_table(DELIVERIES).map_err(|e| self.fail(e))?;
+            let deliveries = self.deliveries()?;
             for d in &ev.delivery_ids {
                 if let Some(first) = deliveries.get(delivery_key(&ev.workflow, d).as_str()).map_err(storage)? {
                     return Ok(Enqueued::Duplicate(first.value()));
@@ -499,149 +553,129 @@ impl WriteTx<'_> {
             payload: ev.payload,
         };
         let bytes = encode(&record);
-        let r = (|| {
-            let mut deliveries = self.txn.open_table(DELIVERIES)?;
-            for d in &record.delivery_ids {
-                deliveries.insert(delivery_key(&record.workflow, d).as_str(), id)?;
-            }
-            self.txn.open_table(EVENTS)?.insert(id, bytes.as_slice())?;
-            Ok::<_, redb::Error>(())
-        })();
-        r.map_err(|e| self.fail(e))?;
+        let deliveries = self.deliveries()?;
+        let mut r = Ok(());
+        for d in &record.delivery_ids {
+            r = r.and(deliveries.insert(delivery_key(&record.workflow, d).as_str(), id).map(|_| ()));
+        }
+        r.map_err(|e| self.failed(e))?;
+        let r = self.events()?.insert(id, bytes.as_slice()).map(|_| ());
+        r.map_err(|e| self.failed(e))?;
         Ok(Enqueued::New(id))
     }
 
     /// The event is fully handled: drop it from the queue.
     pub fn remove_event(&mut self, id: u64) -> Result<(), StoreError> {
-        let r = self.txn.open_table(EVENTS).and_then(|mut t| t.remove(id).map(|_| ()).map_err(Into::into));
-        r.map_err(|e| self.fail(e))
+        let r = self.events()?.remove(id).map(|_| ());
+        r.map_err(|e| self.failed(e))
     }
 
     /// The event could not become an order: keep why, and drop it from the queue.
     pub fn fail_event(&mut self, failure: &FailedEvent) -> Result<(), StoreError> {
         let bytes = encode(failure);
-        let r = self
-            .txn
-            .open_table(FAILED_EVENTS)
-            .and_then(|mut t| t.insert(failure.event_id, bytes.as_slice()).map(|_| ()).map_err(Into::into));
-        r.map_err(|e| self.fail(e))?;
+        let r = self.failed_events()?.insert(failure.event_id, bytes.as_slice()).map(|_| ());
+        r.map_err(|e| self.failed(e))?;
         self.remove_event(failure.event_id)
     }
 
     pub fn order(&mut self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
-        let table = self.txn.open_table(ORDERS).map_err(|e| self.fail(e))?;
-        table.get(id).map_err(storage)?.map(|v| decode("order", v.value())).transpose()
+        self.orders()?.get(id).map_err(storage)?.map(|v| decode("order", v.value())).transpose()
     }
 
     pub fn put_order(&mut self, rec: &OrderRecord) -> Result<(), StoreError> {
         let bytes = encode(rec);
-        let r =
-            self.txn.open_table(ORDERS).and_then(|mut t| t.insert(rec.order.id.as_str(), bytes.as_slice()).map(|_| ()).map_err(Into::into));
-        r.map_err(|e| self.fail(e))
+        let r = self.orders()?.insert(rec.order.id.as_str(), bytes.as_slice()).map(|_| ());
+        r.map_err(|e| self.failed(e))
     }
 
     pub fn put_payload(&mut self, order_id: &str, payload: &[u8]) -> Result<(), StoreError> {
-        let r = self.txn.open_table(PAYLOADS).and_then(|mut t| t.insert(order_id, payload).map(|_| ()).map_err(Into::into));
-        r.map_err(|e| self.fail(e))
+        let r = self.payloads()?.insert(order_id, payload).map(|_| ());
+        r.map_err(|e| self.failed(e))
     }
 
     /// Append to an order's audit trail.
     pub fn audit(&mut self, order_id: &str, entry: &AuditEntry) -> Result<(), StoreError> {
-        let bytes = encode(entry);
-        let r = (|| {
-            let mut t = self.txn.open_table(AUDIT)?;
-            let next = t.range((order_id, 0)..=(order_id, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1 + 1);
-            t.insert((order_id, next), bytes.as_slice())?;
-            Ok::<_, redb::Error>(())
-        })();
-        r.map_err(|e| self.fail(e))
+        self.audit_all(order_id, std::slice::from_ref(entry))
+    }
+
+    /// Append several entries to an order's audit trail, in order.
+    pub fn audit_all(&mut self, order_id: &str, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let t = self.audit_trail()?;
+        let last = t.range((order_id, 0)..=(order_id, u64::MAX)).map_err(storage)?.next_back().transpose().map_err(storage)?;
+        let first = last.map_or(0, |(k, _)| k.value().1 + 1);
+        let mut r = Ok(());
+        for (seq, entry) in (first..).zip(entries) {
+            r = r.and(t.insert((order_id, seq), encode(entry).as_slice()).map(|_| ()));
+        }
+        r.map_err(|e| self.failed(e))
     }
 
     pub fn stock(&mut self, sku: &str) -> Result<Vec<(String, StockRow)>, StoreError> {
-        let table = self.txn.open_table(STOCK).map_err(|e| self.fail(e))?;
-        stock_rows(&table, sku)
+        stock_rows(self.stock_rows()?, sku)
     }
 
     pub fn put_stock(&mut self, sku: &str, location: &str, row: &StockRow) -> Result<(), StoreError> {
         let bytes = encode(row);
-        let r = self.txn.open_table(STOCK).and_then(|mut t| t.insert((sku, location), bytes.as_slice()).map(|_| ()).map_err(Into::into));
-        r.map_err(|e| self.fail(e))
+        let r = self.stock_rows()?.insert((sku, location), bytes.as_slice()).map(|_| ());
+        r.map_err(|e| self.failed(e))
     }
 
     pub fn remove_stock(&mut self, sku: &str, location: &str) -> Result<(), StoreError> {
-        let r = self.txn.open_table(STOCK).and_then(|mut t| t.remove((sku, location)).map(|_| ()).map_err(Into::into));
-        r.map_err(|e| self.fail(e))
+        let r = self.stock_rows()?.remove((sku, location)).map(|_| ());
+        r.map_err(|e| self.failed(e))
     }
 
     pub fn reserved_total(&mut self, sku: &str) -> Result<i64, StoreError> {
-        let table = self.txn.open_table(RESERVED_TOTALS).map_err(|e| self.fail(e))?;
-        let total = table.get(sku).map_err(storage)?.map_or(0, |v| v.value());
-        Ok(total)
+        Ok(self.reserved_totals()?.get(sku).map_err(storage)?.map_or(0, |v| v.value()))
     }
 
     /// Set what `order_id` holds of `sku` (0 releases it), keeping the SKU total in step.
     pub fn set_reservation(&mut self, sku: &str, order_id: &str, qty: i64) -> Result<(), StoreError> {
-        let r = (|| {
-            let mut res = self.txn.open_table(RESERVATIONS)?;
-            let old = res.get((sku, order_id))?.map_or(0, |v| v.value());
-            if qty > 0 {
-                res.insert((sku, order_id), qty)?;
-            } else {
-                res.remove((sku, order_id))?;
-            }
-            let mut totals = self.txn.open_table(RESERVED_TOTALS)?;
-            let total = totals.get(sku)?.map_or(0, |v| v.value()) - old + qty.max(0);
-            if total > 0 {
-                totals.insert(sku, total)?;
-            } else {
-                totals.remove(sku)?;
-            }
-            Ok::<_, redb::Error>(())
-        })();
-        r.map_err(|e| self.fail(e))
+        let res = self.reservations()?;
+        let old = res.get((sku, order_id)).map_err(storage)?.map_or(0, |v| v.value());
+        let r = if qty > 0 { res.insert((sku, order_id), qty).map(|_| ()) } else { res.remove((sku, order_id)).map(|_| ()) };
+        r.map_err(|e| self.failed(e))?;
+        let totals = self.reserved_totals()?;
+        let total = totals.get(sku).map_err(storage)?.map_or(0, |v| v.value()) - old + qty.max(0);
+        let r = if total > 0 { totals.insert(sku, total).map(|_| ()) } else { totals.remove(sku).map(|_| ()) };
+        r.map_err(|e| self.failed(e))
     }
 
     pub fn put_writeback(&mut self, job: &WritebackJob) -> Result<(), StoreError> {
         let bytes = encode(job);
-        let r =
-            self.txn.open_table(OUTBOX).and_then(|mut t| t.insert(job.order_id.as_str(), bytes.as_slice()).map(|_| ()).map_err(Into::into));
-        r.map_err(|e| self.fail(e))
+        let r = self.outbox()?.insert(job.order_id.as_str(), bytes.as_slice()).map(|_| ());
+        r.map_err(|e| self.failed(e))
     }
 
     pub fn writeback(&mut self, order_id: &str) -> Result<Option<WritebackJob>, StoreError> {
-        let table = self.txn.open_table(OUTBOX).map_err(|e| self.fail(e))?;
-        table.get(order_id).map_err(storage)?.map(|v| decode("write-back job", v.value())).transpose()
+        self.outbox()?.get(order_id).map_err(storage)?.map(|v| decode("write-back job", v.value())).transpose()
     }
 
     pub fn remove_writeback(&mut self, order_id: &str) -> Result<(), StoreError> {
-        let r = self.txn.open_table(OUTBOX).and_then(|mut t| t.remove(order_id).map(|_| ()).map_err(Into::into));
-        r.map_err(|e| self.fail(e))
+        let r = self.outbox()?.remove(order_id).map(|_| ());
+        r.map_err(|e| self.failed(e))
     }
 
     /// Append to a SKU's stock history (its `seq` is assigned here).
     pub fn add_stock_change(&mut self, sku: &str, mut change: StockChange) -> Result<(), StoreError> {
-        let r = (|| {
-            let mut t = self.txn.open_table(STOCK_HISTORY)?;
-            let next = t.range((sku, 0)..=(sku, u64::MAX))?.next_back().transpose()?.map_or(1, |(k, _)| k.value().1 + 1);
-            change.seq = next;
-            let bytes = encode(&change);
-            t.insert((sku, next), bytes.as_slice())?;
-            Ok::<_, redb::Error>(())
-        })();
-        r.map_err(|e| self.fail(e))
+        let t = self.stock_history()?;
+        let last = t.range((sku, 0)..=(sku, u64::MAX)).map_err(storage)?.next_back().transpose().map_err(storage)?;
+        change.seq = last.map_or(1, |(k, _)| k.value().1 + 1);
+        let r = t.insert((sku, change.seq), encode(&change).as_slice()).map(|_| ());
+        r.map_err(|e| self.failed(e))
     }
 
     pub fn reservation(&mut self, sku: &str, order_id: &str) -> Result<i64, StoreError> {
-        let table = self.txn.open_table(RESERVATIONS).map_err(|e| self.fail(e))?;
-        let q = table.get((sku, order_id)).map_err(storage)?.map_or(0, |v| v.value());
-        Ok(q)
+        Ok(self.reservations()?.get((sku, order_id)).map_err(storage)?.map_or(0, |v| v.value()))
     }
 
     /// Units of `sku` reserved by orders whose id starts with `prefix` (one connection's orders).
     pub fn reserved_by_prefix(&mut self, sku: &str, prefix: &str) -> Result<i64, StoreError> {
-        let table = self.txn.open_table(RESERVATIONS).map_err(|e| self.fail(e))?;
         let mut total = 0;
-        for row in table.range((sku, prefix)..).map_err(storage)? {
+        for row in self.reservations()?.range((sku, prefix)..).map_err(storage)? {
             let (k, v) = row.map_err(storage)?;
             let (s, order) = k.value();
             if s != sku || !order.starts_with(prefix) {
@@ -654,71 +688,61 @@ impl WriteTx<'_> {
 
     pub fn set_incoming(&mut self, sku: &str, incoming: &[Incoming]) -> Result<(), StoreError> {
         let bytes = encode(&incoming);
-        let r = self.txn.open_table(INCOMING).and_then(|mut t| {
-            if incoming.is_empty() { t.remove(sku).map(|_| ()) } else { t.insert(sku, bytes.as_slice()).map(|_| ()) }.map_err(Into::into)
-        });
-        r.map_err(|e| self.fail(e))
+        let t = self.incoming_stock()?;
+        let r = if incoming.is_empty() { t.remove(sku).map(|_| ()) } else { t.insert(sku, bytes.as_slice()).map(|_| ()) };
+        r.map_err(|e| self.failed(e))
     }
 
     pub fn incoming(&mut self, sku: &str) -> Result<Vec<Incoming>, StoreError> {
-        let table = self.txn.open_table(INCOMING).map_err(|e| self.fail(e))?;
-        let found = table.get(sku).map_err(storage)?.map(|v| decode("incoming", v.value())).transpose();
+        let found = self.incoming_stock()?.get(sku).map_err(storage)?.map(|v| decode("incoming", v.value())).transpose();
         found.map(Option::unwrap_or_default)
     }
 
     pub fn add_to_waitlist(&mut self, e: &WaitlistEntry) -> Result<(), StoreError> {
         let key = (e.sku.as_str(), inverted_priority(e.priority), e.arrival, e.order_id.as_str());
-        let r = self.txn.open_table(WAITLIST).and_then(|mut t| t.insert(key, ()).map(|_| ()).map_err(Into::into));
-        r.map_err(|e| self.fail(e))
+        let r = self.waitlist()?.insert(key, ()).map(|_| ());
+        r.map_err(|e| self.failed(e))
     }
 
     pub fn remove_from_waitlist(&mut self, e: &WaitlistEntry) -> Result<(), StoreError> {
         let key = (e.sku.as_str(), inverted_priority(e.priority), e.arrival, e.order_id.as_str());
-        let r = self.txn.open_table(WAITLIST).and_then(|mut t| t.remove(key).map(|_| ()).map_err(Into::into));
-        r.map_err(|e| self.fail(e))
+        let r = self.waitlist()?.remove(key).map(|_| ());
+        r.map_err(|e| self.failed(e))
     }
 
     pub fn push_state(&mut self, workflow: &str, sku: &str) -> Result<Option<PushState>, StoreError> {
-        let table = self.txn.open_table(PUSHES).map_err(|e| self.fail(e))?;
-        table.get((workflow, sku)).map_err(storage)?.map(|v| decode("push", v.value())).transpose()
+        self.pushes()?.get((workflow, sku)).map_err(storage)?.map(|v| decode("push", v.value())).transpose()
     }
 
     pub fn put_push_state(&mut self, p: &PushState) -> Result<(), StoreError> {
         let bytes = encode(p);
-        let r = self
-            .txn
-            .open_table(PUSHES)
-            .and_then(|mut t| t.insert((p.workflow.as_str(), p.sku.as_str()), bytes.as_slice()).map(|_| ()).map_err(Into::into));
-        r.map_err(|e| self.fail(e))
+        let r = self.pushes()?.insert((p.workflow.as_str(), p.sku.as_str()), bytes.as_slice()).map(|_| ());
+        r.map_err(|e| self.failed(e))
     }
 
     pub fn set_auth_token(&mut self, connection: &str, token: &StoredToken) -> Result<(), StoreError> {
         let bytes = encode(token);
-        let r = self.txn.open_table(AUTH_TOKENS).and_then(|mut t| t.insert(connection, bytes.as_slice()).map(|_| ()).map_err(Into::into));
-        r.map_err(|e| self.fail(e))
+        let r = self.auth_tokens()?.insert(connection, bytes.as_slice()).map(|_| ());
+        r.map_err(|e| self.failed(e))
     }
 
     pub fn set_cursor(&mut self, workflow: &str, cursor: &str) -> Result<(), StoreError> {
-        let r = self.txn.open_table(CURSORS).and_then(|mut t| t.insert(workflow, cursor).map(|_| ()).map_err(Into::into));
-        r.map_err(|e| self.fail(e))
+        let r = self.cursors()?.insert(workflow, cursor).map(|_| ());
+        r.map_err(|e| self.failed(e))
     }
 
     pub fn add_dead_letter(&mut self, mut letter: DeadLetter) -> Result<u64, StoreError> {
         let id = self.next_id(NEXT_DEAD_LETTER_ID)?;
         letter.id = id;
         let bytes = encode(&letter);
-        let r = self.txn.open_table(DEAD_LETTERS).and_then(|mut t| t.insert(id, bytes.as_slice()).map(|_| ()).map_err(Into::into));
-        r.map_err(|e| self.fail(e))?;
+        let r = self.dead_letters()?.insert(id, bytes.as_slice()).map(|_| ());
+        r.map_err(|e| self.failed(e))?;
         Ok(id)
     }
 
     pub fn take_dead_letter(&mut self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
-        let r = (|| {
-            let mut t = self.txn.open_table(DEAD_LETTERS)?;
-            let removed = t.remove(id)?.map(|v| v.value().to_vec());
-            Ok::<_, redb::Error>(removed)
-        })();
-        let bytes = r.map_err(|e| self.fail(e))?;
+        let removed = self.dead_letters()?.remove(id).map(|v| v.map(|v| v.value().to_vec()));
+        let bytes = removed.map_err(|e| self.failed(e))?;
         bytes.map(|b| decode("dead letter", &b)).transpose()
     }
 }
