@@ -88,7 +88,7 @@ pub(super) async fn handle(
         message: format!("event {} mapped to order {} with {} line(s)", ev.id, order.number, order.lines.len()),
         call: None,
     }];
-    let base = base_context(wf, flow, &order, &payload, &now);
+    let base = OrderContext::new(wf, flow, &order, &payload, &now);
     let reported = match lookup_stock(rt, cfg, wf, flow, &order, &base, &mut audit, budget).await {
         // A platform whose figures leave out its open orders has left this
         // one out too: count its units back, as those of its other open orders are.
@@ -150,9 +150,29 @@ pub(super) async fn handle(
     }
 }
 
-/// What rules and templates see: the order (with `raw`), values, params, now.
-pub(super) fn base_context(wf: &Workflow, flow: &OrderFlow, order: &Order, payload: &Value, now: &str) -> Value {
-    json!({ "order": order_json(order, payload), "values": wf.connection.values.clone(), "params": flow.params.clone(), "now": now })
+/// What rules and templates see: the order, values, params, now. The
+/// order's raw payload is often most of it, so it is added only for the
+/// readers that mention `raw`.
+pub(super) struct OrderContext<'a> {
+    /// `order` (without `raw`), `values`, `params`, `now`.
+    fields: Value,
+    payload: &'a Value,
+}
+
+impl<'a> OrderContext<'a> {
+    pub fn new(wf: &Workflow, flow: &OrderFlow, order: &Order, payload: &'a Value, now: &str) -> Self {
+        let order = serde_json::to_value(order).expect("orders serialize");
+        OrderContext { fields: json!({ "order": order, "values": wf.connection.values, "params": flow.params, "now": now }), payload }
+    }
+
+    /// The context as a value, with `order.raw` when `with_raw`.
+    pub fn to_value(&self, with_raw: bool) -> Value {
+        let mut v = self.fields.clone();
+        if let (true, Some(Value::Object(order))) = (with_raw, v.get_mut("order")) {
+            order.insert("raw".into(), self.payload.clone());
+        }
+        v
+    }
 }
 
 /// The order as rules and templates see it: canonical fields plus `raw`.
@@ -213,12 +233,12 @@ pub(super) fn decide(
     rt: &Runtime,
     cfg: &ConfigSet,
     flow: &OrderFlow,
-    base: &Value,
+    base: &OrderContext<'_>,
     order: &Order,
     views: BTreeMap<String, StockView>,
     audit: &mut Vec<AuditEntry>,
 ) -> Result<Decided, String> {
-    let mut input = if flow.rule.reads_raw { base.clone() } else { without_raw(base) };
+    let mut input = base.to_value(flow.rule.reads_raw);
     if let Value::Object(m) = &mut input {
         m.remove("values");
         m.insert("stock".into(), serde_json::to_value(&views).expect("stock views serialize"));
@@ -324,23 +344,20 @@ async fn lookup_stock(
     wf: &Workflow,
     flow: &OrderFlow,
     order: &Order,
-    base: &Value,
+    base: &OrderContext<'_>,
     audit: &mut Vec<AuditEntry>,
     budget: Duration,
 ) -> Result<BTreeMap<String, ReportedStock>, LookupFailure> {
     let mut out = BTreeMap::new();
     let now = rt.now();
-    // The order's raw payload is often most of the context: leave it out
-    // when no template of the lookup can read it.
     let needs_raw =
         std::iter::once(&flow.stock.request).chain(&flow.stock.also).any(|r| wf.connection.connector.request_mentions(r, "raw"));
-    let lookup_base = if needs_raw { base.clone() } else { without_raw(base) };
+    // One context for every SKU: each lookup sets its own `sku` and `line`.
+    let mut ctx = base.to_value(needs_raw);
     for sku in order.qty_by_sku().keys() {
-        let mut ctx = lookup_base.clone();
         ctx["sku"] = Value::String(sku.to_string());
-        if let Some(line) = order.lines.iter().find(|l| l.sku == *sku) {
-            ctx["line"] = serde_json::to_value(line).expect("lines serialize");
-        }
+        ctx["line"] =
+            order.lines.iter().find(|l| l.sku == *sku).map_or(Value::Null, |line| serde_json::to_value(line).expect("lines serialize"));
         let opts = SendOptions { budget: Some(budget), ..SendOptions::default() };
         let mut answer = rt.http.send_with(&cfg.templates, &wf.connection, &flow.stock.request, &ctx, opts).await;
         // Further requests add what the first one lacks (a product's status, say).
@@ -383,22 +400,6 @@ async fn lookup_stock(
         }
     }
     Ok(out)
-}
-
-/// `base` without `order.raw`, copying nothing of the payload.
-pub(super) fn without_raw(base: &Value) -> Value {
-    let Value::Object(fields) = base else { return base.clone() };
-    let mut out = serde_json::Map::with_capacity(fields.len());
-    for (k, v) in fields {
-        let v = match (k.as_str(), v) {
-            ("order", Value::Object(order)) => {
-                Value::Object(order.iter().filter(|(k, _)| *k != "raw").map(|(k, v)| (k.clone(), v.clone())).collect())
-            }
-            _ => v.clone(),
-        };
-        out.insert(k.clone(), v);
-    }
-    Value::Object(out)
 }
 
 /// What an approval reserves: the rule's `lines`, or every order line.

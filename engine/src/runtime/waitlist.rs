@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::orders::{Committed, DecisionCommit, base_context, commit_decision, decide};
+use super::orders::{Committed, DecisionCommit, OrderContext, commit_decision, decide};
 use super::{Runtime, writeback};
 use crate::inventory::ledger;
 use crate::model::{OrderStatus, WritebackState};
@@ -61,7 +61,7 @@ pub async fn reevaluate(rt: &Arc<Runtime>, sku: &str) -> Result<usize, StoreErro
         let Some(flow) = wf.orders() else { continue };
         let now = rt.now();
         let payload: Value = rt.store.payload(&rec.order.id)?.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
-        let base = base_context(&wf, flow, &rec.order, &payload, &now);
+        let base = OrderContext::new(&wf, flow, &rec.order, &payload, &now);
         let mut views = std::collections::BTreeMap::new();
         for s in rec.order.qty_by_sku().keys() {
             let rows = rt.store.stock(s)?;

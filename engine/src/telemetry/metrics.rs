@@ -42,8 +42,16 @@ fn labels(pairs: &[(&str, &str)]) -> String {
         if i > 0 {
             s.push(',');
         }
-        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-        let _ = write!(s, "{k}=\"{v}\"");
+        let _ = write!(s, "{k}=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => s.push_str("\\\\"),
+                '"' => s.push_str("\\\""),
+                '\n' => s.push_str("\\n"),
+                c => s.push(c),
+            }
+        }
+        s.push('"');
     }
     s
 }
@@ -54,8 +62,9 @@ impl Metrics {
     }
 
     pub fn add(&self, name: &'static str, pairs: &[(&str, &str)], n: u64) {
+        let key = (name, labels(pairs));
         let mut m = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry((name, labels(pairs))).or_insert(0) += n;
+        *m.entry(key).or_insert(0) += n;
     }
 
     pub fn set(&self, name: &'static str, pairs: &[(&str, &str)], v: f64) {
