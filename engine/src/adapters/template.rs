@@ -7,10 +7,13 @@
 //! are URLs, headers and JSON); the `json` and `urlencode` helpers escape for
 //! those contexts explicitly.
 //!
-//! Two fast paths skip Handlebars entirely: a template without `{{` is a
-//! literal, and a template that is one lone expression (`{{order.number}}`) is
-//! resolved directly, which also lets structured JSON bodies keep the value's
-//! type (a number stays a number).
+//! Three fast paths skip Handlebars (and the copy of the context it needs):
+//! a template without `{{` is a literal; a template that is one lone
+//! expression (`{{order.number}}`) is resolved directly, which also lets
+//! structured JSON bodies keep the value's type (a number stays a number);
+//! and text with plain expressions and `json`/`urlencode`/`xml` calls
+//! (`/api/{{values.version}}/orders/{{urlencode order.external_id}}`) is
+//! spliced directly, rendering exactly what Handlebars would.
 
 use std::sync::Arc;
 
@@ -28,7 +31,27 @@ pub struct Template {
 enum Kind {
     Literal,
     Lone(Arc<[Segment]>),
+    /// Text and simple expressions; the registered copy renders the rare
+    /// value that is not a scalar, as Handlebars has its own text for those.
+    Spliced {
+        parts: Arc<[Part]>,
+        registered: Arc<str>,
+    },
     Registered(Arc<str>),
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    Text(String),
+    Value(Vec<Segment>),
+    Call(Escape, Vec<Segment>),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Escape {
+    Json,
+    Url,
+    Xml,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +145,8 @@ impl TemplateBuilder {
             // Compile anyway so syntax errors surface the same way.
             self.register(source)?;
             Kind::Lone(segments.into())
+        } else if let Some(parts) = spliced(source) {
+            Kind::Spliced { parts: parts.into(), registered: self.register(source)? }
         } else {
             Kind::Registered(self.register(source)?)
         };
@@ -184,11 +209,47 @@ impl Scope<'_> {
                 Value::Null => String::new(),
                 other => other.to_string(),
             }),
-            Kind::Registered(name) => {
-                let hb_ctx = self.hb_ctx.get_or_init(|| handlebars::Context::from(self.ctx.clone()));
-                self.templates.hb.render_with_context(name, hb_ctx).map_err(|e| RenderFailure(describe(&e, &t.source)))
+            Kind::Spliced { parts, registered } => match self.splice(parts, &t.source)? {
+                Some(text) => Ok(text),
+                None => self.render_registered(registered, &t.source),
+            },
+            Kind::Registered(name) => self.render_registered(name, &t.source),
+        }
+    }
+
+    fn render_registered(&self, name: &str, source: &str) -> Result<String, RenderFailure> {
+        let hb_ctx = self.hb_ctx.get_or_init(|| handlebars::Context::from(self.ctx.clone()));
+        self.templates.hb.render_with_context(name, hb_ctx).map_err(|e| RenderFailure(describe(&e, source)))
+    }
+
+    /// The spliced text; `None` when a plain expression meets an array or
+    /// object, which only Handlebars renders as Handlebars does.
+    fn splice(&self, parts: &[Part], source: &str) -> Result<Option<String>, RenderFailure> {
+        let mut out = String::new();
+        for part in parts {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Value(segs) => match resolve(segs, self.ctx, source)? {
+                    Value::String(s) => out.push_str(s),
+                    Value::Null => {}
+                    Value::Array(_) | Value::Object(_) => return Ok(None),
+                    scalar => out.push_str(&scalar.to_string()),
+                },
+                Part::Call(escape, segs) => {
+                    let v = resolve(segs, self.ctx, source)?;
+                    let text = || match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    match escape {
+                        Escape::Json => out.push_str(&v.to_string()),
+                        Escape::Url => out.push_str(&percent_encode(&text())),
+                        Escape::Xml => out.push_str(&xml_escape(&text())),
+                    }
+                }
             }
         }
+        Ok(Some(out))
     }
 
     /// Render keeping the JSON type of a lone expression; other templates give a string.
@@ -215,9 +276,65 @@ fn short(s: &str) -> String {
     if s.chars().count() > 60 { format!("{}…", s.chars().take(60).collect::<String>()) } else { s.to_string() }
 }
 
+/// Text with `{{path}}`, `{{json path}}`, `{{urlencode path}}` and
+/// `{{xml path}}` → its parts; `None` for anything else Handlebars offers
+/// (blocks, other helpers, literals, whitespace control, escaped mustaches).
+fn spliced(source: &str) -> Option<Vec<Part>> {
+    let mut parts = Vec::new();
+    let mut rest = source;
+    while let Some(open) = rest.find("{{") {
+        let text = &rest[..open];
+        if text.ends_with('\\') || text.contains("}}") {
+            return None;
+        }
+        if !text.is_empty() {
+            parts.push(Part::Text(text.to_string()));
+        }
+        let after = &rest[open + 2..];
+        let close = after.find("}}")?;
+        let inner = &after[..close];
+        if inner.starts_with(['{', '~']) || inner.ends_with('~') {
+            return None;
+        }
+        let words: Vec<&str> = inner.split_whitespace().collect();
+        // Literals (`{{5}}`, `{{true}}`) and keywords stay with Handlebars.
+        if words.last().is_some_and(|w| {
+            !w.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') || ["true", "false", "null", "else", "this"].contains(w)
+        }) {
+            return None;
+        }
+        parts.push(match words.as_slice() {
+            [path] => Part::Value(path_segments(path)?),
+            [helper, path] => {
+                let escape = match *helper {
+                    "json" => Escape::Json,
+                    "urlencode" => Escape::Url,
+                    "xml" => Escape::Xml,
+                    _ => return None,
+                };
+                Part::Call(escape, path_segments(path)?)
+            }
+            _ => return None,
+        });
+        rest = &after[close + 2..];
+    }
+    if rest.contains("}}") {
+        return None;
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest.to_string()));
+    }
+    Some(parts)
+}
+
 /// `{{ a.b.[0].c }}` alone → its path segments.
 fn lone_expression(source: &str) -> Option<Vec<Segment>> {
-    let inner = source.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    path_segments(source.trim().strip_prefix("{{")?.strip_suffix("}}")?)
+}
+
+/// `a.b.[0].c` → its path segments; `None` for anything but a plain path.
+fn path_segments(inner: &str) -> Option<Vec<Segment>> {
+    let inner = inner.trim();
     if inner.is_empty() || inner.contains(['{', '}', ' ', '(', '"', '\'', '#', '/', '!', '>', '^', '~', '@', '=']) {
         return None;
     }
@@ -479,6 +596,59 @@ mod tests {
         assert_eq!(ts.render(&j, &ctx).unwrap(), r#"{"q": "A \"B\"/C"}"#);
         assert_eq!(ts.render(&u, &ctx).unwrap(), "/p/A%20%22B%22%2FC");
         assert_eq!(ts.render(&d, &ctx).unwrap(), "none");
+    }
+
+    /// Splicing must render exactly what Handlebars renders.
+    #[test]
+    fn spliced_templates_render_as_handlebars_does() {
+        let sources = [
+            "/admin/api/{{values.version}}/orders/{{order.id}}.json",
+            "sku:{{json sku}}",
+            "{\"q\": {{json sku}}, \"n\": {{json n}}}",
+            "/p/{{urlencode sku}}?x={{urlencode n}}&f={{urlencode f}}",
+            "<a n=\"{{xml sku}}\">{{xml n}}</a>{{ b }}",
+            "{{n}}/{{f}}/{{b}}/{{z}}/{{order.lines.[1].sku}}",
+            "{{json order}} {{json order.lines}}",
+        ];
+        let ctx = json!({
+            "values": {"version": "2025-01"},
+            "order": {"id": 7, "lines": [{"sku": "A"}, {"sku": "B & \"C\""}]},
+            "sku": "A \"B\"/C <d> é",
+            "n": 12, "f": 1.5, "b": true, "z": null
+        });
+        let mut b = TemplateBuilder::new();
+        let templates: Vec<Template> = sources.iter().map(|s| b.add(s).unwrap()).collect();
+        let ts = b.finish();
+        for t in &templates {
+            let Kind::Spliced { parts, registered } = &t.kind else { panic!("{} should be spliced", t.source()) };
+            let scope = ts.scope(&ctx);
+            let spliced = scope.splice(parts, t.source()).unwrap().expect("scalars only");
+            assert_eq!(spliced, scope.render_registered(registered, t.source()).unwrap(), "{}", t.source());
+            assert_eq!(ts.render(t, &ctx).unwrap(), spliced);
+        }
+    }
+
+    #[test]
+    fn other_templates_stay_with_handlebars() {
+        let mut b = TemplateBuilder::new();
+        for source in [
+            "{{#each xs}}{{this}}{{/each}}",
+            "{{default a \"b\"}}",
+            "x {{{a}}}",
+            "\\{{a}}",
+            "{{~a}} b",
+            "{{5}} a",
+            "{{a}} {{join xs \",\"}}",
+        ] {
+            let t = b.add(source).unwrap();
+            assert!(matches!(t.kind, Kind::Registered(_)), "{source}");
+        }
+        // A plain expression meeting a list renders as Handlebars renders it.
+        let t = b.add("x {{xs}}").unwrap();
+        let ts = b.finish();
+        let ctx = json!({"xs": [1, 2]});
+        let Kind::Spliced { registered, .. } = &t.kind else { panic!("spliced") };
+        assert_eq!(ts.render(&t, &ctx).unwrap(), ts.scope(&ctx).render_registered(registered, t.source()).unwrap());
     }
 
     #[test]
