@@ -103,7 +103,12 @@ pub(super) async fn handle(
         }
     };
     let refs: BTreeMap<String, BTreeMap<String, Value>> = reported.iter().map(|(k, r)| (k.clone(), r.refs.clone())).collect();
-    let payload_bytes = serde_json::to_vec(&payload).expect("JSON values serialize");
+    // The payload as delivered, unless fetches completed it.
+    let payload_bytes = if flow.fetch.is_empty() {
+        ev.payload.get().as_bytes().to_vec()
+    } else {
+        serde_json::to_vec(&payload).expect("JSON values serialize")
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;

@@ -136,7 +136,7 @@ async fn push_due(rt: &Runtime) -> Result<usize, StoreError> {
             };
             // A push that cannot get through now is tried again later with the newest figure.
             let opts = SendOptions { budget: Some(Duration::from_secs(30)), ..SendOptions::default() };
-            let run = send_step(rt, &cfg, &wf.connection, step, &ctx, "push", &key, opts).await;
+            let run = send_step(rt, &cfg, &wf.connection, step, &mut ctx, "push", &key, opts).await;
             if let Some(e) = run.error {
                 error = Some(e);
                 break;

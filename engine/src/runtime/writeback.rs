@@ -139,7 +139,7 @@ async fn execute(
         };
         let opts = SendOptions { budget: Some(budget), maybe_applied, single_attempt: false };
         let key = |n: usize| idempotency_key(&job.workflow, order_id, job.decision, &step.name, n);
-        let run = send_step(rt, cfg, &wf.connection, step, &ctx, job.decision.as_str(), &key, opts).await;
+        let run = send_step(rt, cfg, &wf.connection, step, &mut ctx, job.decision.as_str(), &key, opts).await;
         if let Some(error) = run.error {
             METRICS.inc("ordersync_writeback_steps_total", &[("workflow", &job.workflow), ("result", "dead_lettered")]);
             dead_letter(rt, &job.workflow, order_id, job.decision, i, progress, error, run.audit).await?;
@@ -166,14 +166,38 @@ pub(super) struct StepRun {
 }
 
 /// Send one step: once, or once per `for_each` item, each with its args and
-/// idempotency key (`key(n)` for item `n`).
+/// idempotency key (`key(n)` for item `n`). Each call sees `ctx` with its
+/// `item`, `idempotency_key` and `args` set; they are gone again afterwards.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn send_step(
     rt: &Runtime,
     cfg: &ConfigSet,
     conn: &Connection,
     step: &Step,
-    ctx: &Value,
+    ctx: &mut Value,
+    label: &str,
+    key: &(dyn Fn(usize) -> String + Sync),
+    opts: SendOptions,
+) -> StepRun {
+    let run = send_calls(rt, cfg, conn, step, ctx, label, key, opts).await;
+    if let Value::Object(fields) = ctx {
+        for k in CALL_FIELDS {
+            fields.remove(k);
+        }
+    }
+    run
+}
+
+/// What each call of a step adds to the context.
+const CALL_FIELDS: [&str; 3] = ["item", "idempotency_key", "args"];
+
+#[allow(clippy::too_many_arguments)]
+async fn send_calls(
+    rt: &Runtime,
+    cfg: &ConfigSet,
+    conn: &Connection,
+    step: &Step,
+    ctx: &mut Value,
     label: &str,
     key: &(dyn Fn(usize) -> String + Sync),
     opts: SendOptions,
@@ -192,12 +216,16 @@ pub(super) async fn send_step(
         },
     };
     for (n, item) in items.into_iter().enumerate() {
-        let mut call_ctx = ctx.clone();
+        // The context is not copied per call: this call's fields replace the last one's.
+        let call_ctx = &mut *ctx;
+        if let Value::Object(fields) = call_ctx {
+            fields.remove("args");
+        }
         call_ctx["item"] = item;
         call_ctx["idempotency_key"] = Value::String(key(n));
         let mut args = Map::new();
         for (k, t) in &step.args {
-            match render_json(&cfg.templates.scope(&call_ctx), t) {
+            match render_json(&cfg.templates.scope(call_ctx), t) {
                 Ok(v) => {
                     args.insert(k.clone(), v);
                 }
@@ -208,7 +236,7 @@ pub(super) async fn send_step(
             }
         }
         call_ctx["args"] = Value::Object(args);
-        match rt.http.send_with(&cfg.templates, conn, &step.request, &call_ctx, opts).await {
+        match rt.http.send_with(&cfg.templates, conn, &step.request, call_ctx, opts).await {
             Ok(ex) => {
                 METRICS.inc("ordersync_requests_total", &[("connection", &conn.name), ("outcome", "ok")]);
                 let what = if ex.already_done { "was already in effect; not resent" } else { "sent" };
