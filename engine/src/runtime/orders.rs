@@ -201,24 +201,25 @@ fn views(
 ) -> Result<BTreeMap<String, StockView>, StoreError> {
     let conn = &wf.connection;
     let mut out = BTreeMap::new();
+    let own_prefix = format!("{}:", conn.name);
+    let excludes = conn.connector.reported_excludes_open_orders;
     for (sku, r) in reported {
-        let reserved = rt.store.reserved_total(sku)?;
         let safety = cfg.inventory.safety_stock(sku);
-        let rows = rt.store.stock(sku)?;
-        let view = if cfg.inventory.accepts_report(sku, &conn.name) || rows.is_empty() {
+        let ledger = rt.store.sku_picture(sku, excludes.then_some(own_prefix.as_str()))?;
+        let view = if cfg.inventory.accepts_report(sku, &conn.name) || ledger.rows.is_empty() {
             let mut r = r.clone();
-            if conn.connector.reported_excludes_open_orders {
-                let held = rt.store.reserved_by_prefix(sku, &format!("{}:", conn.name))?;
+            if excludes {
+                let held = ledger.reserved_by_prefix;
                 match r.levels.first_mut() {
                     Some(first) => first.1 += held,
                     None if held > 0 => r.levels.push(("default".into(), held)),
                     None => {}
                 }
             }
-            ledger::view_of_report(&r, reserved, safety)
+            ledger::view_of_report(&r, ledger.reserved, safety)
         } else {
-            let incoming = rt.store.incoming(sku)?;
-            ledger::view_of_ledger(sku, &rows, reserved, safety, &incoming, refs.get(sku).cloned().unwrap_or_default(), now)
+            let refs = refs.get(sku).cloned().unwrap_or_default();
+            ledger::view_of_ledger(sku, &ledger.rows, ledger.reserved, safety, &ledger.incoming, refs, now)
         };
         out.insert(sku.clone(), view);
     }

@@ -64,17 +64,10 @@ pub async fn reevaluate(rt: &Arc<Runtime>, sku: &str) -> Result<usize, StoreErro
         let base = OrderContext::new(&wf, flow, &rec.order, &payload, &now);
         let mut views = std::collections::BTreeMap::new();
         for s in rec.order.qty_by_sku().keys() {
-            let rows = rt.store.stock(s)?;
+            let picture = rt.store.sku_picture(s, None)?;
             let refs = rec.stock_seen.get(*s).map(|v| v.refs.clone()).unwrap_or_default();
-            let view = ledger::view_of_ledger(
-                s,
-                &rows,
-                rt.store.reserved_total(s)?,
-                cfg.inventory.safety_stock(s),
-                &rt.store.incoming(s)?,
-                refs,
-                &now,
-            );
+            let view =
+                ledger::view_of_ledger(s, &picture.rows, picture.reserved, cfg.inventory.safety_stock(s), &picture.incoming, refs, &now);
             views.insert(s.to_string(), view);
         }
         let mut audit = vec![AuditEntry {

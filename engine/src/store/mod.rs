@@ -140,6 +140,18 @@ pub struct StockRow {
     pub source: String,
 }
 
+/// What the ledger holds for one SKU, read at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct SkuPicture {
+    /// (location, row) in location order.
+    pub rows: Vec<(String, StockRow)>,
+    /// Units reserved by approved orders of every channel.
+    pub reserved: i64,
+    /// Units of it reserved by orders whose id starts with the prefix asked for.
+    pub reserved_by_prefix: i64,
+    pub incoming: Vec<crate::model::Incoming>,
+}
+
 /// One change of a SKU's stock, with its cause; the history of a SKU adds up
 /// to its current on-hand and reserved units.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

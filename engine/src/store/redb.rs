@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::tables::*;
 use super::{
-    AuditEntry, DeadLetter, Enqueued, EventRecord, FailedEvent, NewEvent, PushState, StockChange, StockRow, StoreError, WaitlistEntry,
-    WritebackJob,
+    AuditEntry, DeadLetter, Enqueued, EventRecord, FailedEvent, NewEvent, PushState, SkuPicture, StockChange, StockRow, StoreError,
+    WaitlistEntry, WritebackJob,
 };
 use crate::connector::credentials::{StoredToken, TokenStore};
 use crate::model::Incoming;
@@ -233,6 +233,29 @@ impl Store {
 
     pub fn reserved_total(&self, sku: &str) -> Result<i64, StoreError> {
         self.read(|t| Ok(t.open_table(RESERVED_TOTALS).map_err(storage)?.get(sku).map_err(storage)?.map_or(0, |v| v.value())))
+    }
+
+    /// A SKU's rows, reservations and incoming stock in one read
+    /// transaction; `prefix` picks the orders `reserved_by_prefix` counts.
+    pub fn sku_picture(&self, sku: &str, prefix: Option<&str>) -> Result<SkuPicture, StoreError> {
+        self.read(|t| {
+            let rows = stock_rows(&t.open_table(STOCK).map_err(storage)?, sku)?;
+            let reserved = t.open_table(RESERVED_TOTALS).map_err(storage)?.get(sku).map_err(storage)?.map_or(0, |v| v.value());
+            let mut reserved_by_prefix = 0;
+            if let Some(prefix) = prefix.filter(|_| reserved > 0) {
+                let table = t.open_table(RESERVATIONS).map_err(storage)?;
+                for row in table.range((sku, prefix)..).map_err(storage)? {
+                    let (k, v) = row.map_err(storage)?;
+                    let (s, order) = k.value();
+                    if s != sku || !order.starts_with(prefix) {
+                        break;
+                    }
+                    reserved_by_prefix += v.value();
+                }
+            }
+            let incoming = t.open_table(INCOMING).map_err(storage)?.get(sku).map_err(storage)?.map(|v| decode("incoming", v.value()));
+            Ok(SkuPicture { rows, reserved, reserved_by_prefix, incoming: incoming.transpose()?.unwrap_or_default() })
+        })
     }
 
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
