@@ -83,10 +83,30 @@ impl Template {
         matches!(self.kind, Kind::Lone(_))
     }
 
-    /// Whether `word` appears anywhere in the template's text (a cheap,
-    /// conservative test of what it may read).
-    pub fn mentions(&self, word: &str) -> bool {
-        self.source.contains(word)
+    /// Whether the template may read the order's raw payload: an
+    /// expression of it names `raw`, or takes the whole `order`
+    /// (`{{json order}}`, `{{#with order}}`) rather than one of its fields.
+    /// Cheap and conservative: a template that does neither can be rendered
+    /// with `order.raw` left out of its context.
+    pub fn reads_raw(&self) -> bool {
+        let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+        let names = |expr: &str, word: &str, whole: bool| {
+            expr.match_indices(word).any(|(i, w)| {
+                let before = expr[..i].chars().next_back();
+                let after = expr[i + w.len()..].chars().next();
+                !before.is_some_and(is_ident) && !after.is_some_and(is_ident) && !(whole && (before == Some('.') || after == Some('.')))
+            })
+        };
+        let mut rest = &*self.source;
+        while let Some(open) = rest.find("{{") {
+            let after = &rest[open + 2..];
+            let expr = &after[..after.find("}}").unwrap_or(after.len())];
+            if names(expr, "raw", false) || names(expr, "order", true) {
+                return true;
+            }
+            rest = &after[expr.len()..];
+        }
+        false
     }
 
     /// The variable paths this template reads (for lints), best effort.
@@ -649,6 +669,23 @@ mod tests {
         let ctx = json!({"xs": [1, 2]});
         let Kind::Spliced { registered, .. } = &t.kind else { panic!("spliced") };
         assert_eq!(ts.render(&t, &ctx).unwrap(), ts.scope(&ctx).render_registered(registered, t.source()).unwrap());
+    }
+
+    #[test]
+    fn readers_of_the_raw_payload_are_recognised() {
+        let mut b = TemplateBuilder::new();
+        for (source, reads) in [
+            ("/orders/{{order.external_id}}", false),
+            ("{{json order.lines}} {{values.order_prefix}}", false),
+            ("{{order.raw.note}}", true),
+            ("{{json order}}", true),
+            ("{{#with order}}{{json this}}{{/with}}", true),
+            ("{{#each order }}{{@key}}{{/each}}", true),
+            ("query { order(id: $id) { rawTags } } {{json vars}}", false),
+            ("{{ order.raw }}", true),
+        ] {
+            assert_eq!(b.add(source).unwrap().reads_raw(), reads, "{source}");
+        }
     }
 
     #[test]

@@ -101,41 +101,39 @@ pub struct RequestSpec {
 }
 
 impl Connector {
-    /// Whether sending `request` can read `word` from its context: its own
+    /// Whether sending `request` may read the order's raw payload: its own
     /// templates, the connector's default headers, or its read-before-write
-    /// check. What no template reads need not be put in the context.
-    pub fn request_mentions(&self, request: &RequestSpec, word: &str) -> bool {
+    /// check (see [`Template::reads_raw`]).
+    pub fn request_reads_raw(&self, request: &RequestSpec) -> bool {
         let check = request.check.as_ref().is_some_and(|c| {
-            matches!(&c.done_when, DoneWhen::Template(t) if t.mentions(word))
-                || self.requests.get(&c.request).is_some_and(|r| r.mentions(word))
+            matches!(&c.done_when, DoneWhen::Template(t) if t.reads_raw()) || self.requests.get(&c.request).is_some_and(|r| r.reads_raw())
         });
-        check || request.mentions(word) || self.default_headers.iter().any(|(_, t)| t.mentions(word))
+        check || request.reads_raw() || self.default_headers.iter().any(|(_, t)| t.reads_raw())
     }
 }
 
 impl JsonTemplate {
-    pub fn mentions(&self, word: &str) -> bool {
+    pub fn reads_raw(&self) -> bool {
         match self {
             JsonTemplate::Fixed(_) => false,
-            JsonTemplate::String(t) => t.mentions(word),
-            JsonTemplate::Array(items) => items.iter().any(|i| i.mentions(word)),
-            JsonTemplate::Object(fields) => fields.iter().any(|(_, v)| v.mentions(word)),
+            JsonTemplate::String(t) => t.reads_raw(),
+            JsonTemplate::Array(items) => items.iter().any(JsonTemplate::reads_raw),
+            JsonTemplate::Object(fields) => fields.iter().any(|(_, v)| v.reads_raw()),
         }
     }
 }
 
 impl RequestSpec {
     /// Whether any template of the request (path, query, headers, body)
-    /// mentions `word`: a request whose templates never name `raw` can be
-    /// rendered without the order's raw payload in its context.
-    pub fn mentions(&self, word: &str) -> bool {
+    /// may read the order's raw payload (see [`Template::reads_raw`]).
+    pub fn reads_raw(&self) -> bool {
         let body = match &self.body {
             Body::None => false,
-            Body::Json(t) => t.mentions(word),
-            Body::Text { template, .. } => template.mentions(word),
-            Body::Form(fields) => fields.iter().any(|(_, t)| t.mentions(word)),
+            Body::Json(t) => t.reads_raw(),
+            Body::Text { template, .. } => template.reads_raw(),
+            Body::Form(fields) => fields.iter().any(|(_, t)| t.reads_raw()),
         };
-        body || self.path.mentions(word) || self.query.iter().chain(&self.headers).any(|(_, t)| t.mentions(word))
+        body || self.path.reads_raw() || self.query.iter().chain(&self.headers).any(|(_, t)| t.reads_raw())
     }
 }
 

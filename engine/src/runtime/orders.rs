@@ -356,8 +356,7 @@ async fn lookup_stock(
 ) -> Result<BTreeMap<String, ReportedStock>, LookupFailure> {
     let mut out = BTreeMap::new();
     let now = rt.now();
-    let needs_raw =
-        std::iter::once(&flow.stock.request).chain(&flow.stock.also).any(|r| wf.connection.connector.request_mentions(r, "raw"));
+    let needs_raw = std::iter::once(&flow.stock.request).chain(&flow.stock.also).any(|r| wf.connection.connector.request_reads_raw(r));
     // One context for every SKU: each lookup sets its own `sku` and `line`.
     let mut ctx = base.to_value(needs_raw);
     for sku in order.qty_by_sku().keys() {

@@ -92,7 +92,7 @@ async fn execute(
     let params = wf.orders().map_or(Value::Null, |f| f.params.clone());
     let steps = wf.steps_for(job.decision);
     // The raw payload is often most of the context: left out when no step reads it.
-    let order = if steps.iter().any(|s| step_mentions(&wf.connection, s, "raw")) {
+    let order = if steps.iter().any(|s| step_reads_raw(&wf.connection, s)) {
         order_json(&record.order, payload)
     } else {
         serde_json::to_value(&record.order).expect("orders serialize")
@@ -264,11 +264,11 @@ async fn send_calls(
     run
 }
 
-/// Whether any template of a step (its request, args, `for_each`) mentions `word`.
-fn step_mentions(conn: &Connection, step: &crate::workflow::Step, word: &str) -> bool {
-    conn.connector.request_mentions(&step.request, word)
-        || step.args.iter().any(|(_, t)| t.mentions(word))
-        || step.for_each.as_ref().is_some_and(|t| t.mentions(word))
+/// Whether any template of a step (its request, args, `for_each`) may read the order's raw payload.
+fn step_reads_raw(conn: &Connection, step: &crate::workflow::Step) -> bool {
+    conn.connector.request_reads_raw(&step.request)
+        || step.args.iter().any(|(_, t)| t.reads_raw())
+        || step.for_each.as_ref().is_some_and(|t| t.reads_raw())
 }
 
 fn has_for_each(steps: &[crate::workflow::Step], name: &str) -> bool {

@@ -577,10 +577,7 @@ impl WriteTx<'_> {
         };
         let bytes = encode(&record);
         let deliveries = self.deliveries()?;
-        let mut r = Ok(());
-        for d in &record.delivery_ids {
-            r = r.and(deliveries.insert(delivery_key(&record.workflow, d).as_str(), id).map(|_| ()));
-        }
+        let r = record.delivery_ids.iter().try_for_each(|d| deliveries.insert(delivery_key(&record.workflow, d).as_str(), id).map(|_| ()));
         r.map_err(|e| self.failed(e))?;
         let r = self.events()?.insert(id, bytes.as_slice()).map(|_| ());
         r.map_err(|e| self.failed(e))?;
@@ -629,10 +626,7 @@ impl WriteTx<'_> {
         let t = self.audit_trail()?;
         let last = t.range((order_id, 0)..=(order_id, u64::MAX)).map_err(storage)?.next_back().transpose().map_err(storage)?;
         let first = last.map_or(0, |(k, _)| k.value().1 + 1);
-        let mut r = Ok(());
-        for (seq, entry) in (first..).zip(entries) {
-            r = r.and(t.insert((order_id, seq), encode(entry).as_slice()).map(|_| ()));
-        }
+        let r = (first..).zip(entries).try_for_each(|(seq, entry)| t.insert((order_id, seq), encode(entry).as_slice()).map(|_| ()));
         r.map_err(|e| self.failed(e))
     }
 
