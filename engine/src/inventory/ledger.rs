@@ -83,6 +83,18 @@ struct Change<'a> {
 
 fn history(w: &mut WriteTx<'_>, settings: &InventorySettings, sku: &str, c: Change<'_>, effects: &mut Effects) -> Result<(), StoreError> {
     let (on_hand, reserved) = totals(w, sku)?;
+    history_to(w, settings, sku, c, (on_hand, reserved), effects)
+}
+
+/// [`history`] for a caller that already knows the SKU's (on hand, reserved) after the change.
+fn history_to(
+    w: &mut WriteTx<'_>,
+    settings: &InventorySettings,
+    sku: &str,
+    c: Change<'_>,
+    (on_hand, reserved): (i64, i64),
+    effects: &mut Effects,
+) -> Result<(), StoreError> {
     if on_hand == c.on_hand_before && reserved == c.reserved_before {
         return Ok(());
     }
@@ -123,10 +135,12 @@ pub fn record_report(
 ) -> Result<bool, StoreError> {
     let sku = reported.sku.as_str();
     // Another channel's figure stands in until the master first reports.
-    if !settings.accepts_report(sku, source) && !w.stock(sku)?.is_empty() {
+    let existing = w.stock(sku)?;
+    if !settings.accepts_report(sku, source) && !existing.is_empty() {
         return Ok(false);
     }
-    let (on_hand_before, reserved_before) = totals(w, sku)?;
+    let on_hand_before = existing.iter().map(|(_, r)| r.on_hand).sum();
+    let reserved_before = w.reserved_total(sku)?;
     let mut levels = reported.levels.clone();
     if excludes_open_orders {
         let held = w.reserved_by_prefix(sku, &format!("{source}:"))?;
@@ -136,23 +150,29 @@ pub fn record_report(
             None => {}
         }
     }
-    let existing = w.stock(sku)?;
+    let mut rows_changed = false;
     for (loc, _) in &existing {
         if !levels.iter().any(|(l, _)| l == loc) {
             w.remove_stock(sku, loc)?;
+            rows_changed = true;
         }
     }
     for (loc, qty) in &levels {
         let same = existing.iter().any(|(l, row)| l == loc && row.on_hand == *qty);
         if !same {
             w.put_stock(sku, loc, &StockRow { on_hand: *qty, reported_at: now.to_string(), source: source.to_string() })?;
+            rows_changed = true;
         }
     }
     if w.incoming(sku)? != reported.incoming {
         w.set_incoming(sku, &reported.incoming)?;
     }
-    let location = (levels.len() == 1).then(|| levels[0].0.as_str());
-    history(w, settings, sku, Change { kind: StockChangeKind::Reported, location, on_hand_before, reserved_before, cause, now }, effects)?;
+    // A report that matches the rows changes no figure: nothing for the history.
+    if rows_changed {
+        let location = (levels.len() == 1).then(|| levels[0].0.as_str());
+        let change = Change { kind: StockChangeKind::Reported, location, on_hand_before, reserved_before, cause, now };
+        history(w, settings, sku, change, effects)?;
+    }
     Ok(true)
 }
 
@@ -165,25 +185,24 @@ pub fn reserve(
     now: &str,
     effects: &mut Effects,
 ) -> Result<Result<(), Shortfall>, StoreError> {
-    let wanted = by_sku(lines);
-    for (sku, qty) in &wanted {
-        let avail = available(w, settings, sku)?;
-        if avail < *qty {
-            return Ok(Err(Shortfall { sku: sku.to_string(), wanted: *qty, available: avail }));
+    let mut wanted = Vec::new();
+    for (sku, qty) in by_sku(lines) {
+        let (on_hand, reserved) = totals(w, sku)?;
+        let avail = on_hand - reserved - settings.safety_stock(sku);
+        if avail < qty {
+            return Ok(Err(Shortfall { sku: sku.to_string(), wanted: qty, available: avail }));
         }
+        wanted.push((sku, qty, on_hand, reserved));
     }
     let cause = format!("order {order_id} approved");
-    for (sku, qty) in wanted {
-        let (on_hand_before, reserved_before) = totals(w, sku)?;
+    // Reserving moves only the reserved total, as `set_reservation` keeps
+    // it: no need to read the SKU again.
+    for (sku, qty, on_hand_before, reserved_before) in wanted {
         let held = w.reservation(sku, order_id)?;
         w.set_reservation(sku, order_id, held + qty)?;
-        history(
-            w,
-            settings,
-            sku,
-            Change { kind: StockChangeKind::Reserved, location: None, on_hand_before, reserved_before, cause: &cause, now },
-            effects,
-        )?;
+        let reserved_after = reserved_before - held + (held + qty).max(0);
+        let change = Change { kind: StockChangeKind::Reserved, location: None, on_hand_before, reserved_before, cause: &cause, now };
+        history_to(w, settings, sku, change, (on_hand_before, reserved_after), effects)?;
     }
     Ok(Ok(()))
 }
