@@ -66,12 +66,6 @@ pub fn totals(w: &mut WriteTx<'_>, sku: &str) -> Result<(i64, i64), StoreError> 
     Ok((on_hand, w.reserved_total(sku)?))
 }
 
-/// Units of `sku` free to promise now.
-pub fn available(w: &mut WriteTx<'_>, settings: &InventorySettings, sku: &str) -> Result<i64, StoreError> {
-    let (on_hand, reserved) = totals(w, sku)?;
-    Ok(on_hand - reserved - settings.safety_stock(sku))
-}
-
 struct Change<'a> {
     kind: StockChangeKind,
     location: Option<&'a str>,

@@ -47,9 +47,8 @@ pub async fn reevaluate(rt: &Arc<Runtime>, sku: &str) -> Result<usize, StoreErro
     let mut approved = 0;
     for entry in rt.store.waitlist(Some(sku))? {
         let cfg = rt.registry.current();
-        let free = rt.store.stock(sku)?.iter().map(|(_, r)| r.on_hand).sum::<i64>()
-            - rt.store.reserved_total(sku)?
-            - cfg.inventory.safety_stock(sku);
+        let ledger = rt.store.sku_picture(sku, None)?;
+        let free = ledger.rows.iter().map(|(_, r)| r.on_hand).sum::<i64>() - ledger.reserved - cfg.inventory.safety_stock(sku);
         if free <= 0 {
             break;
         }

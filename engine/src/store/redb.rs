@@ -241,18 +241,10 @@ impl Store {
         self.read(|t| {
             let rows = stock_rows(&t.open_table(STOCK).map_err(storage)?, sku)?;
             let reserved = t.open_table(RESERVED_TOTALS).map_err(storage)?.get(sku).map_err(storage)?.map_or(0, |v| v.value());
-            let mut reserved_by_prefix = 0;
-            if let Some(prefix) = prefix.filter(|_| reserved > 0) {
-                let table = t.open_table(RESERVATIONS).map_err(storage)?;
-                for row in table.range((sku, prefix)..).map_err(storage)? {
-                    let (k, v) = row.map_err(storage)?;
-                    let (s, order) = k.value();
-                    if s != sku || !order.starts_with(prefix) {
-                        break;
-                    }
-                    reserved_by_prefix += v.value();
-                }
-            }
+            let reserved_by_prefix = match prefix.filter(|_| reserved > 0) {
+                Some(prefix) => reserved_with_prefix(&t.open_table(RESERVATIONS).map_err(storage)?, sku, prefix)?,
+                None => 0,
+            };
             let incoming = t.open_table(INCOMING).map_err(storage)?.get(sku).map_err(storage)?.map(|v| decode("incoming", v.value()));
             Ok(SkuPicture { rows, reserved, reserved_by_prefix, incoming: incoming.transpose()?.unwrap_or_default() })
         })
@@ -302,11 +294,6 @@ impl Store {
             }
             Ok(out)
         })
-    }
-
-    /// Units of `sku` reserved by orders whose id starts with `prefix` (one connection's orders).
-    pub fn reserved_by_prefix(&self, sku: &str, prefix: &str) -> Result<i64, StoreError> {
-        Ok(self.reservations(sku)?.iter().filter(|(o, _)| o.starts_with(prefix)).map(|(_, q)| q).sum())
     }
 
     pub fn incoming(&self, sku: &str) -> Result<Vec<Incoming>, StoreError> {
@@ -411,6 +398,20 @@ fn stock_rows(
         out.push((loc.to_string(), decode("stock row", v.value())?));
     }
     Ok(out)
+}
+
+/// Units of `sku` reserved by orders whose id starts with `prefix`.
+fn reserved_with_prefix(table: &impl ReadableTable<(&'static str, &'static str), i64>, sku: &str, prefix: &str) -> Result<i64, StoreError> {
+    let mut total = 0;
+    for row in table.range((sku, prefix)..).map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        let (s, order) = k.value();
+        if s != sku || !order.starts_with(prefix) {
+            break;
+        }
+        total += v.value();
+    }
+    Ok(total)
 }
 
 fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Sender<()>> {
@@ -691,16 +692,7 @@ impl WriteTx<'_> {
 
     /// Units of `sku` reserved by orders whose id starts with `prefix` (one connection's orders).
     pub fn reserved_by_prefix(&mut self, sku: &str, prefix: &str) -> Result<i64, StoreError> {
-        let mut total = 0;
-        for row in self.reservations()?.range((sku, prefix)..).map_err(storage)? {
-            let (k, v) = row.map_err(storage)?;
-            let (s, order) = k.value();
-            if s != sku || !order.starts_with(prefix) {
-                break;
-            }
-            total += v.value();
-        }
-        Ok(total)
+        reserved_with_prefix(self.reservations()?, sku, prefix)
     }
 
     pub fn set_incoming(&mut self, sku: &str, incoming: &[Incoming]) -> Result<(), StoreError> {
