@@ -25,6 +25,8 @@ use serde_json::Value;
 pub struct Template {
     kind: Kind,
     source: Arc<str>,
+    /// See [`Template::reads_raw`]; worked out once, when compiled.
+    reads_raw: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -89,24 +91,7 @@ impl Template {
     /// Cheap and conservative: a template that does neither can be rendered
     /// with `order.raw` left out of its context.
     pub fn reads_raw(&self) -> bool {
-        let is_ident = |c: char| c.is_alphanumeric() || c == '_';
-        let names = |expr: &str, word: &str, whole: bool| {
-            expr.match_indices(word).any(|(i, w)| {
-                let before = expr[..i].chars().next_back();
-                let after = expr[i + w.len()..].chars().next();
-                !before.is_some_and(is_ident) && !after.is_some_and(is_ident) && !(whole && (before == Some('.') || after == Some('.')))
-            })
-        };
-        let mut rest = &*self.source;
-        while let Some(open) = rest.find("{{") {
-            let after = &rest[open + 2..];
-            let expr = &after[..after.find("}}").unwrap_or(after.len())];
-            if names(expr, "raw", false) || names(expr, "order", true) {
-                return true;
-            }
-            rest = &after[expr.len()..];
-        }
-        false
+        self.reads_raw
     }
 
     /// The variable paths this template reads (for lints), best effort.
@@ -170,7 +155,7 @@ impl TemplateBuilder {
         } else {
             Kind::Registered(self.register(source)?)
         };
-        Ok(Template { kind, source: source.into() })
+        Ok(Template { kind, source: source.into(), reads_raw: reads_raw(source) })
     }
 
     fn register(&mut self, source: &str) -> Result<Arc<str>, TemplateError> {
@@ -294,6 +279,28 @@ fn describe(e: &RenderError, source: &str) -> String {
 fn short(s: &str) -> String {
     let s = s.trim();
     if s.chars().count() > 60 { format!("{}…", s.chars().take(60).collect::<String>()) } else { s.to_string() }
+}
+
+/// [`Template::reads_raw`], worked out from the source.
+fn reads_raw(source: &str) -> bool {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let names = |expr: &str, word: &str, whole: bool| {
+        expr.match_indices(word).any(|(i, w)| {
+            let before = expr[..i].chars().next_back();
+            let after = expr[i + w.len()..].chars().next();
+            !before.is_some_and(is_ident) && !after.is_some_and(is_ident) && !(whole && (before == Some('.') || after == Some('.')))
+        })
+    };
+    let mut rest = source;
+    while let Some(open) = rest.find("{{") {
+        let after = &rest[open + 2..];
+        let expr = &after[..after.find("}}").unwrap_or(after.len())];
+        if names(expr, "raw", false) || names(expr, "order", true) {
+            return true;
+        }
+        rest = &after[expr.len()..];
+    }
+    false
 }
 
 /// Text with `{{path}}`, `{{json path}}`, `{{urlencode path}}` and
