@@ -134,25 +134,27 @@ impl RuleEngine {
     /// Run a rule over its inputs. `input` must be a JSON object; each of its
     /// keys becomes a variable of the script (`order`, `stock`, `params`, `now`).
     pub fn decide(&self, rule: &Rule, input: &Value) -> Result<(RuleOutcome, std::time::Duration), RuleFailure> {
-        let started = Instant::now();
-        let file = rule.file.display().to_string();
-        let mut scope = Scope::new();
+        let mut inputs = RuleInputs::default();
         if let Value::Object(map) = input {
             for (k, v) in map {
-                let d: Dynamic = rhai::serde::to_dynamic(v).map_err(|e| RuleFailure::BadResult {
-                    file: file.clone(),
-                    message: format!("input `{k}` could not be converted: {e}"),
-                })?;
-                scope.push_dynamic(k.as_str(), d);
+                inputs.set(k, v);
             }
         }
-        let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, &rule.ast).map_err(|e| self.failure(&file, *e))?;
-        let outcome = outcome_from(result).map_err(|message| RuleFailure::BadResult { file, message })?;
+        self.decide_with(rule, inputs)
+    }
+
+    /// Run a rule over variables set one by one (no JSON object of them is built).
+    pub fn decide_with(&self, rule: &Rule, inputs: RuleInputs) -> Result<(RuleOutcome, std::time::Duration), RuleFailure> {
+        let started = Instant::now();
+        let mut scope = inputs.scope;
+        let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, &rule.ast).map_err(|e| self.failure(&rule.file, *e))?;
+        let outcome = outcome_from(result).map_err(|message| RuleFailure::BadResult { file: rule.file.display().to_string(), message })?;
         Ok((outcome, started.elapsed()))
     }
 
-    fn failure(&self, file: &str, e: rhai::EvalAltResult) -> RuleFailure {
+    fn failure(&self, file: &Path, e: rhai::EvalAltResult) -> RuleFailure {
         use rhai::EvalAltResult as E;
+        let file = file.display().to_string();
         let (line, _) = position(e.position());
         let limit = match &e {
             E::ErrorTooManyOperations(_) => Some(format!("{} operations", self.limits.max_operations)),
@@ -162,13 +164,48 @@ impl RuleEngine {
             _ => None,
         };
         match limit {
-            Some(limit) => RuleFailure::Limit { file: file.to_string(), limit, message: e.to_string() },
-            None => RuleFailure::Script { file: file.to_string(), line, message: strip_position(&e.to_string()) },
+            Some(limit) => RuleFailure::Limit { file, limit, message: e.to_string() },
+            None => RuleFailure::Script { file, line, message: strip_position(&e.to_string()) },
         }
     }
 }
 
 /// `word` as a whole word in `source` outside `//` and `/* */` comments.
+/// The variables a rule sees, converted from JSON as they are set.
+#[derive(Default)]
+pub struct RuleInputs {
+    scope: Scope<'static>,
+}
+
+impl RuleInputs {
+    pub fn set(&mut self, name: &str, value: &Value) {
+        self.scope.push_dynamic(name, dynamic_of(value));
+    }
+
+    /// Set `name.field` on a map variable set before (e.g. `order.raw`).
+    pub fn set_field(&mut self, name: &str, field: &str, value: &Value) {
+        if let Some(mut map) = self.scope.get_mut(name).and_then(|d| d.write_lock::<rhai::Map>()) {
+            map.insert(field.into(), dynamic_of(value));
+        }
+    }
+}
+
+/// JSON as a script sees it; numbers follow rhai's own serde conversion
+/// (integers that fit `i64` stay integers, everything else is a float).
+fn dynamic_of(value: &Value) -> Dynamic {
+    match value {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from_int(i),
+            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => Dynamic::from(rhai::ImmutableString::from(s.as_str())),
+        Value::Array(items) => Dynamic::from_array(items.iter().map(dynamic_of).collect()),
+        Value::Object(map) => Dynamic::from_map(map.iter().map(|(k, v)| (k.as_str().into(), dynamic_of(v))).collect()),
+    }
+}
+
 fn mentions_word(source: &str, word: &str) -> bool {
     let mut code = String::with_capacity(source.len());
     let mut rest = source;
@@ -255,6 +292,31 @@ mod tests {
 
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn inputs_convert_as_rhai_serde_converts_them() {
+        let value = json!({
+            "s": "text", "t": true, "n": null, "i": -7, "big": u64::MAX, "f": 1.5, "one": 1.0,
+            "lines": [{ "sku": "PB-1", "qty": 2 }, [], {}], "nested": { "a": { "b": [1, "x", null] } }
+        });
+        let ours = dynamic_of(&value);
+        let theirs: Dynamic = rhai::serde::to_dynamic(&value).unwrap();
+        assert_eq!(format!("{ours:?}"), format!("{theirs:?}"));
+        let mut back: Value = rhai::serde::from_dynamic(&ours).unwrap();
+        assert_eq!(back["big"], json!(u64::MAX as f64), "beyond i64 a number becomes a float");
+        back["big"] = value["big"].clone();
+        assert_eq!(back, value);
+    }
+
+    #[test]
+    fn a_field_can_be_added_to_a_map_input() {
+        let e = RuleEngine::new(RuleLimits::default());
+        let rule = e.compile(Path::new("r.rhai"), r#"#{ decision: if order.raw.vip && order.number == 7 { "approve" } else { "reject" } }"#).unwrap();
+        let mut inputs = RuleInputs::default();
+        inputs.set("order", &json!({ "number": 7 }));
+        inputs.set_field("order", "raw", &json!({ "vip": true }));
+        assert_eq!(e.decide_with(&rule, inputs).unwrap().0.decision, Decision::Approve);
+    }
 
     fn run(src: &str, input: Value) -> Result<RuleOutcome, RuleFailure> {
         let e = RuleEngine::new(RuleLimits { max_operations: 10_000, ..Default::default() });

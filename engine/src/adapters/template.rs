@@ -27,6 +27,16 @@ pub struct Template {
     source: Arc<str>,
     /// See [`Template::reads_raw`]; worked out once, when compiled.
     reads_raw: bool,
+    /// See [`Template::may_read`]; worked out once, when compiled.
+    reads: Reads,
+}
+
+/// The words a template's expressions use, or `everything` for one that
+/// may reach the whole context (`this`, `.`, `..`, `@root`).
+#[derive(Debug, Clone)]
+struct Reads {
+    everything: bool,
+    words: Arc<[Box<str>]>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +104,13 @@ impl Template {
         self.reads_raw
     }
 
+    /// Whether the template may read `name` from its context: an expression
+    /// uses the word, or may reach the whole context. Conservative, like
+    /// [`Template::reads_raw`]: a context without an unread name renders the same.
+    pub fn may_read(&self, name: &str) -> bool {
+        self.reads.everything || self.reads.words.iter().any(|w| &**w == name)
+    }
+
     /// The variable paths this template reads (for lints), best effort.
     pub fn variables(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -155,7 +172,7 @@ impl TemplateBuilder {
         } else {
             Kind::Registered(self.register(source)?)
         };
-        Ok(Template { kind, source: source.into(), reads_raw: reads_raw(source) })
+        Ok(Template { kind, source: source.into(), reads_raw: reads_raw(source), reads: reads(source) })
     }
 
     fn register(&mut self, source: &str) -> Result<Arc<str>, TemplateError> {
@@ -301,6 +318,31 @@ fn reads_raw(source: &str) -> bool {
         rest = &after[expr.len()..];
     }
     false
+}
+
+/// [`Template::may_read`], worked out from the source.
+fn reads(source: &str) -> Reads {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut everything = false;
+    let mut words: Vec<Box<str>> = Vec::new();
+    let mut rest = source;
+    while let Some(open) = rest.find("{{") {
+        let after = &rest[open + 2..];
+        let expr = &after[..after.find("}}").unwrap_or(after.len())];
+        let chars: Vec<char> = expr.chars().collect();
+        let lone_dot = chars.iter().enumerate().any(|(i, &c)| {
+            c == '.' && !(i > 0 && (is_ident(chars[i - 1]) || chars[i - 1] == ']') && chars.get(i + 1).is_some_and(|&n| is_ident(n) || n == '['))
+        });
+        everything |= lone_dot || expr.contains("@root") || expr.trim_start_matches(['{', '~']).trim_start().starts_with('>');
+        for word in expr.split(|c: char| !is_ident(c)).filter(|w| !w.is_empty()) {
+            everything |= word == "this";
+            if !words.iter().any(|w| &**w == word) {
+                words.push(word.into());
+            }
+        }
+        rest = &after[expr.len()..];
+    }
+    Reads { everything, words: words.into() }
 }
 
 /// Text with `{{path}}`, `{{json path}}`, `{{urlencode path}}` and
@@ -692,6 +734,25 @@ mod tests {
             ("{{ order.raw }}", true),
         ] {
             assert_eq!(b.add(source).unwrap().reads_raw(), reads, "{source}");
+        }
+    }
+
+    #[test]
+    fn the_names_a_template_may_read_are_recognised() {
+        let mut b = TemplateBuilder::new();
+        for (source, stock) in [
+            ("{{order.id}} {{json decision.lines}}", false),
+            ("{{#each order.lines}}{{lookup ../stock sku}}{{/each}}", true),
+            ("{{stock.PB1.available}}", true),
+            ("{{order.stock_note}}", false),
+            ("{{#each order.lines}}{{this.sku}}{{/each}}", true),
+            ("{{#each order.lines}}{{json ../this}}{{/each}}", true),
+            ("{{json @root}}", true),
+            ("{{> partial}}", true),
+            ("{{order.lines.[0].sku}}", false),
+            ("no expressions", false),
+        ] {
+            assert_eq!(b.add(source).unwrap().may_read("stock"), stock, "{source}");
         }
     }
 

@@ -101,39 +101,44 @@ pub struct RequestSpec {
 }
 
 impl Connector {
-    /// Whether sending `request` may read the order's raw payload: its own
-    /// templates, the connector's default headers, or its read-before-write
-    /// check (see [`Template::reads_raw`]).
+    /// Whether sending `request` may read the order's raw payload (see
+    /// [`Template::reads_raw`]).
     pub fn request_reads_raw(&self, request: &RequestSpec) -> bool {
+        self.request_uses(request, &Template::reads_raw)
+    }
+
+    /// Whether any template used to send `request` satisfies `test`: its
+    /// own, the connector's default headers, or its read-before-write check's.
+    pub fn request_uses(&self, request: &RequestSpec, test: &dyn Fn(&Template) -> bool) -> bool {
         let check = request.check.as_ref().is_some_and(|c| {
-            matches!(&c.done_when, DoneWhen::Template(t) if t.reads_raw()) || self.requests.get(&c.request).is_some_and(|r| r.reads_raw())
+            matches!(&c.done_when, DoneWhen::Template(t) if test(t)) || self.requests.get(&c.request).is_some_and(|r| r.uses(test))
         });
-        check || request.reads_raw() || self.default_headers.iter().any(|(_, t)| t.reads_raw())
+        check || request.uses(test) || self.default_headers.iter().any(|(_, t)| test(t))
     }
 }
 
 impl JsonTemplate {
-    pub fn reads_raw(&self) -> bool {
+    /// Whether any template inside satisfies `test`.
+    pub fn uses(&self, test: &dyn Fn(&Template) -> bool) -> bool {
         match self {
             JsonTemplate::Fixed(_) => false,
-            JsonTemplate::String(t) => t.reads_raw(),
-            JsonTemplate::Array(items) => items.iter().any(JsonTemplate::reads_raw),
-            JsonTemplate::Object(fields) => fields.iter().any(|(_, v)| v.reads_raw()),
+            JsonTemplate::String(t) => test(t),
+            JsonTemplate::Array(items) => items.iter().any(|i| i.uses(test)),
+            JsonTemplate::Object(fields) => fields.iter().any(|(_, v)| v.uses(test)),
         }
     }
 }
 
 impl RequestSpec {
-    /// Whether any template of the request (path, query, headers, body)
-    /// may read the order's raw payload (see [`Template::reads_raw`]).
-    pub fn reads_raw(&self) -> bool {
+    /// Whether any template of the request (path, query, headers, body) satisfies `test`.
+    pub fn uses(&self, test: &dyn Fn(&Template) -> bool) -> bool {
         let body = match &self.body {
             Body::None => false,
-            Body::Json(t) => t.reads_raw(),
-            Body::Text { template, .. } => template.reads_raw(),
-            Body::Form(fields) => fields.iter().any(|(_, t)| t.reads_raw()),
+            Body::Json(t) => t.uses(test),
+            Body::Text { template, .. } => test(template),
+            Body::Form(fields) => fields.iter().any(|(_, t)| test(t)),
         };
-        body || self.path.reads_raw() || self.query.iter().chain(&self.headers).any(|(_, t)| t.reads_raw())
+        body || test(&self.path) || self.query.iter().chain(&self.headers).any(|(_, t)| test(t))
     }
 }
 

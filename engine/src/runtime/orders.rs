@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::process::{Attempt, fail_event};
 use super::{Runtime, writeback};
-use crate::adapters::rules::{AllocatedLine, RuleOutcome};
+use crate::adapters::rules::{AllocatedLine, RuleInputs, RuleOutcome};
 use crate::config::ConfigSet;
 use crate::connector::client::SendOptions;
 use crate::inventory::ledger::{self, Effects};
@@ -134,7 +134,7 @@ pub(super) async fn handle(
                 METRICS.inc("ordersync_decisions_total", &[("workflow", &wf.name), ("decision", decided.outcome.decision.as_str())]);
                 if let Some(fresh) = writeback {
                     let (job, record) = *fresh;
-                    writeback::run_fresh(rt, cfg, job, record, &payload).await;
+                    writeback::run_fresh(rt, cfg, job, record, &payload, base.into_fields()).await;
                 }
                 return Ok(Attempt::Finished);
             }
@@ -168,6 +168,11 @@ impl<'a> OrderContext<'a> {
     pub fn new(wf: &Workflow, flow: &OrderFlow, order: &Order, payload: &'a Value, now: &str) -> Self {
         let order = serde_json::to_value(order).expect("orders serialize");
         OrderContext { fields: json!({ "order": order, "values": wf.connection.values, "params": flow.params, "now": now }), payload }
+    }
+
+    /// `order` (without `raw`), `values`, `params` and `now`, for the write-back to build on.
+    pub fn into_fields(self) -> Value {
+        self.fields
     }
 
     /// The context as a value, with `order.raw` when `with_raw`.
@@ -244,12 +249,15 @@ pub(super) fn decide(
     views: BTreeMap<String, StockView>,
     audit: &mut Vec<AuditEntry>,
 ) -> Result<Decided, String> {
-    let mut input = base.to_value(flow.rule.reads_raw);
-    if let Value::Object(m) = &mut input {
-        m.remove("values");
-        m.insert("stock".into(), serde_json::to_value(&views).expect("stock views serialize"));
+    let mut inputs = RuleInputs::default();
+    for name in ["order", "params", "now"] {
+        inputs.set(name, &base.fields[name]);
     }
-    let (outcome, took) = cfg.rules.decide(&flow.rule, &input).map_err(|e| e.to_string())?;
+    if flow.rule.reads_raw {
+        inputs.set_field("order", "raw", base.payload);
+    }
+    inputs.set("stock", &serde_json::to_value(&views).expect("stock views serialize"));
+    let (outcome, took) = cfg.rules.decide_with(&flow.rule, inputs).map_err(|e| e.to_string())?;
     audit.push(AuditEntry {
         at: rt.now(),
         kind: AuditKind::Rule,

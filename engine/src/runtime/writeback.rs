@@ -10,13 +10,13 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::Runtime;
-use super::orders::order_json;
 use crate::config::ConfigSet;
 use crate::connector::Connection;
 use crate::connector::client::{SendOptions, render_json};
 use crate::model::{Decision, OrderRecord, WritebackState};
 use crate::store::{AuditEntry, AuditKind, DeadLetter, StepProgress, StepState, StoreError, WritebackJob};
 use crate::telemetry::metrics::METRICS;
+use crate::adapters::template::Template;
 use crate::workflow::Step;
 
 /// A deterministic key for one effect: the same inputs always give the same
@@ -57,10 +57,11 @@ pub async fn run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) {
     }
 }
 
-/// Run a job just committed, with the record and payload in hand.
-pub async fn run_fresh(rt: &Runtime, cfg: &ConfigSet, job: WritebackJob, record: OrderRecord, payload: &Value) {
+/// Run a job just committed, with the record, payload and the decision's
+/// context (`order` without `raw`, `values`, `params`) in hand.
+pub async fn run_fresh(rt: &Runtime, cfg: &ConfigSet, job: WritebackJob, record: OrderRecord, payload: &Value, decided_in: Value) {
     let order_id = record.order.id.clone();
-    if let Err(e) = execute(rt, cfg, job, record, payload, false).await {
+    if let Err(e) = execute(rt, cfg, job, record, payload, Some(decided_in), false).await {
         tracing::error!(order = order_id, "write-back could not be recorded: {e}; it resumes on the next start");
     }
 }
@@ -73,7 +74,7 @@ async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) -
         return Ok(());
     };
     let payload: Value = rt.store.payload(order_id)?.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
-    execute(rt, cfg, job, record, &payload, resumed).await
+    execute(rt, cfg, job, record, &payload, None, resumed).await
 }
 
 async fn execute(
@@ -82,6 +83,7 @@ async fn execute(
     job: WritebackJob,
     record: OrderRecord,
     payload: &Value,
+    decided_in: Option<Value>,
     resumed: bool,
 ) -> Result<(), StoreError> {
     let order_id = record.order.id.as_str();
@@ -89,23 +91,32 @@ async fn execute(
         tracing::warn!(order = order_id, workflow = %job.workflow, "write-back waits: its workflow is not configured");
         return Ok(());
     };
-    let params = wf.orders().map_or(Value::Null, |f| f.params.clone());
     let steps = wf.steps_for(job.decision);
-    // The raw payload is often most of the context: left out when no step reads it.
-    let order = if steps.iter().any(|s| step_reads_raw(&wf.connection, s)) {
-        order_json(&record.order, payload)
-    } else {
-        serde_json::to_value(&record.order).expect("orders serialize")
+    let mut ctx = match decided_in {
+        Some(fields) => fields,
+        None => json!({
+            "order": serde_json::to_value(&record.order).expect("orders serialize"),
+            "values": wf.connection.values,
+            "params": wf.orders().map_or(&Value::Null, |f| &f.params),
+        }),
     };
-    let mut ctx = json!({
-        "order": order,
-        "decision": { "decision": job.decision, "reason": record.reason, "priority": record.priority, "lines": record.allocations },
-        "stock": serde_json::to_value(&record.stock_seen).unwrap_or(Value::Null),
-        "values": wf.connection.values.clone(),
-        "params": params,
-        "now": rt.now(),
-        "steps": {},
-    });
+    if let Value::Object(fields) = &mut ctx {
+        // The raw payload and the stock views are often most of the context:
+        // left out when no step reads them.
+        let any_step_uses = |test: &dyn Fn(&Template) -> bool| steps.iter().any(|s| step_uses(&wf.connection, s, test));
+        if any_step_uses(&Template::reads_raw)
+            && let Some(Value::Object(order)) = fields.get_mut("order")
+        {
+            order.insert("raw".into(), payload.clone());
+        }
+        if any_step_uses(&|t| t.may_read("stock")) {
+            fields.insert("stock".into(), serde_json::to_value(&record.stock_seen).unwrap_or(Value::Null));
+        }
+        let decision = json!({ "decision": job.decision, "reason": record.reason, "priority": record.priority, "lines": record.allocations });
+        fields.insert("decision".into(), decision);
+        fields.insert("now".into(), Value::String(rt.now()));
+        fields.insert("steps".into(), Value::Object(Map::new()));
+    }
     // The retry window runs from when the decision was made.
     let age = crate::clock::parse_instant(&job.created_at).map(|t| (rt.clock.now() - t).unsigned_abs()).unwrap_or_default();
     let budget = wf.connection.connector.retry.max_age.saturating_sub(age);
@@ -265,13 +276,14 @@ async fn send_calls(
 }
 
 /// Whether any template of a step (its request, args, `for_each`) may read the order's raw payload.
-fn step_reads_raw(conn: &Connection, step: &crate::workflow::Step) -> bool {
-    conn.connector.request_reads_raw(&step.request)
-        || step.args.iter().any(|(_, t)| t.reads_raw())
-        || step.for_each.as_ref().is_some_and(|t| t.reads_raw())
+/// Whether any template used to send `step` satisfies `test`.
+fn step_uses(conn: &Connection, step: &Step, test: &dyn Fn(&Template) -> bool) -> bool {
+    conn.connector.request_uses(&step.request, test)
+        || step.args.iter().any(|(_, t)| t.uses(test))
+        || step.for_each.as_ref().is_some_and(|t| test(t))
 }
 
-fn has_for_each(steps: &[crate::workflow::Step], name: &str) -> bool {
+fn has_for_each(steps: &[Step], name: &str) -> bool {
     steps.iter().any(|s| s.name == name && s.for_each.is_some())
 }
 
