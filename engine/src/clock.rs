@@ -30,8 +30,23 @@ impl Clock for FixedClock {
     }
 }
 
+/// RFC 3339 as the `time` crate writes it (fraction without trailing zeros,
+/// `Z` for UTC). UTC instants of years 0–9999 are written here directly, as
+/// every audit entry and event carries one; anything else goes through `time`.
 pub fn format_rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    use std::fmt::Write;
+    if !t.offset().is_utc() || !(0..=9999).contains(&t.year()) {
+        return t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string());
+    }
+    let mut out = String::with_capacity(30);
+    let (h, m, sec, nanos) = t.to_hms_nano();
+    let _ = write!(out, "{:04}-{:02}-{:02}T{h:02}:{m:02}:{sec:02}", t.year(), t.month() as u8, t.day());
+    if nanos != 0 {
+        let digits = format!("{nanos:09}");
+        let _ = write!(out, ".{}", digits.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
 }
 
 /// Parse an RFC 3339 timestamp or a plain `YYYY-MM-DD` date (midnight UTC).
@@ -57,6 +72,19 @@ pub fn unix_ms(t: OffsetDateTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_written_as_the_time_crate_writes_them() {
+        let mut t = OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap();
+        for step_nanos in [0i64, 1, 10, 120, 1_000, 500_000, 123_456_789, 999_999_999, 86_400_000_000_123] {
+            t += time::Duration::nanoseconds(step_nanos);
+            assert_eq!(format_rfc3339(t), t.format(&Rfc3339).unwrap(), "{t:?}");
+        }
+        let early = Date::from_calendar_date(7, time::Month::March, 4).unwrap().midnight().assume_utc();
+        assert_eq!(format_rfc3339(early), "0007-03-04T00:00:00Z");
+        let offset = t.to_offset(time::UtcOffset::from_hms(-4, 0, 0).unwrap());
+        assert_eq!(format_rfc3339(offset), offset.format(&Rfc3339).unwrap());
+    }
 
     #[test]
     fn dates_and_timestamps_parse() {

@@ -208,9 +208,10 @@ fn views(
     let mut out = BTreeMap::new();
     let own_prefix = format!("{}:", conn.name);
     let excludes = conn.connector.reported_excludes_open_orders;
-    for (sku, r) in reported {
+    let skus: Vec<&str> = reported.keys().map(String::as_str).collect();
+    let pictures = rt.store.sku_pictures(&skus, excludes.then_some(own_prefix.as_str()))?;
+    for ((sku, r), ledger) in reported.iter().zip(pictures) {
         let safety = cfg.inventory.safety_stock(sku);
-        let ledger = rt.store.sku_picture(sku, excludes.then_some(own_prefix.as_str()))?;
         let view = if cfg.inventory.accepts_report(sku, &conn.name) || ledger.rows.is_empty() {
             let mut r = r.clone();
             if excludes {

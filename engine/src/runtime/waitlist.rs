@@ -62,8 +62,8 @@ pub async fn reevaluate(rt: &Arc<Runtime>, sku: &str) -> Result<usize, StoreErro
         let payload: Value = rt.store.payload(&rec.order.id)?.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
         let base = OrderContext::new(&wf, flow, &rec.order, &payload, &now);
         let mut views = std::collections::BTreeMap::new();
-        for s in rec.order.qty_by_sku().keys() {
-            let picture = rt.store.sku_picture(s, None)?;
+        let skus: Vec<&str> = rec.order.qty_by_sku().into_keys().collect();
+        for (s, picture) in skus.iter().zip(rt.store.sku_pictures(&skus, None)?) {
             let refs = rec.stock_seen.get(*s).map(|v| v.refs.clone()).unwrap_or_default();
             let view =
                 ledger::view_of_ledger(s, &picture.rows, picture.reserved, cfg.inventory.safety_stock(s), &picture.incoming, refs, &now);

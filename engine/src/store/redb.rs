@@ -238,15 +238,27 @@ impl Store {
     /// A SKU's rows, reservations and incoming stock in one read
     /// transaction; `prefix` picks the orders `reserved_by_prefix` counts.
     pub fn sku_picture(&self, sku: &str, prefix: Option<&str>) -> Result<SkuPicture, StoreError> {
+        Ok(self.sku_pictures(&[sku], prefix)?.pop().expect("one picture per SKU"))
+    }
+
+    /// [`Store::sku_picture`] of several SKUs, all of one instant.
+    pub fn sku_pictures(&self, skus: &[&str], prefix: Option<&str>) -> Result<Vec<SkuPicture>, StoreError> {
         self.read(|t| {
-            let rows = stock_rows(&t.open_table(STOCK).map_err(storage)?, sku)?;
-            let reserved = t.open_table(RESERVED_TOTALS).map_err(storage)?.get(sku).map_err(storage)?.map_or(0, |v| v.value());
-            let reserved_by_prefix = match prefix.filter(|_| reserved > 0) {
-                Some(prefix) => reserved_with_prefix(&t.open_table(RESERVATIONS).map_err(storage)?, sku, prefix)?,
-                None => 0,
+            let stock = t.open_table(STOCK).map_err(storage)?;
+            let totals = t.open_table(RESERVED_TOTALS).map_err(storage)?;
+            let reservations = t.open_table(RESERVATIONS).map_err(storage)?;
+            let incoming = t.open_table(INCOMING).map_err(storage)?;
+            let picture = |sku: &str| {
+                let rows = stock_rows(&stock, sku)?;
+                let reserved = totals.get(sku).map_err(storage)?.map_or(0, |v| v.value());
+                let reserved_by_prefix = match prefix.filter(|_| reserved > 0) {
+                    Some(prefix) => reserved_with_prefix(&reservations, sku, prefix)?,
+                    None => 0,
+                };
+                let incoming = incoming.get(sku).map_err(storage)?.map(|v| decode("incoming", v.value()));
+                Ok(SkuPicture { rows, reserved, reserved_by_prefix, incoming: incoming.transpose()?.unwrap_or_default() })
             };
-            let incoming = t.open_table(INCOMING).map_err(storage)?.get(sku).map_err(storage)?.map(|v| decode("incoming", v.value()));
-            Ok(SkuPicture { rows, reserved, reserved_by_prefix, incoming: incoming.transpose()?.unwrap_or_default() })
+            skus.iter().map(|sku| picture(sku)).collect()
         })
     }
 
