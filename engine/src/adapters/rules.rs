@@ -311,7 +311,9 @@ mod tests {
     #[test]
     fn a_field_can_be_added_to_a_map_input() {
         let e = RuleEngine::new(RuleLimits::default());
-        let rule = e.compile(Path::new("r.rhai"), r#"#{ decision: if order.raw.vip && order.number == 7 { "approve" } else { "reject" } }"#).unwrap();
+        let rule = e
+            .compile(Path::new("r.rhai"), r#"#{ decision: if order.raw.vip && order.number == 7 { "approve" } else { "reject" } }"#)
+            .unwrap();
         let mut inputs = RuleInputs::default();
         inputs.set("order", &json!({ "number": 7 }));
         inputs.set_field("order", "raw", &json!({ "vip": true }));

@@ -331,7 +331,8 @@ fn reads(source: &str) -> Reads {
         let expr = &after[..after.find("}}").unwrap_or(after.len())];
         let chars: Vec<char> = expr.chars().collect();
         let lone_dot = chars.iter().enumerate().any(|(i, &c)| {
-            c == '.' && !(i > 0 && (is_ident(chars[i - 1]) || chars[i - 1] == ']') && chars.get(i + 1).is_some_and(|&n| is_ident(n) || n == '['))
+            c == '.'
+                && !(i > 0 && (is_ident(chars[i - 1]) || chars[i - 1] == ']') && chars.get(i + 1).is_some_and(|&n| is_ident(n) || n == '['))
         });
         everything |= lone_dot || expr.contains("@root") || expr.trim_start_matches(['{', '~']).trim_start().starts_with('>');
         for word in expr.split(|c: char| !is_ident(c)).filter(|w| !w.is_empty()) {

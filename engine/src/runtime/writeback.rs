@@ -10,13 +10,13 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::Runtime;
+use crate::adapters::template::Template;
 use crate::config::ConfigSet;
 use crate::connector::Connection;
 use crate::connector::client::{SendOptions, render_json};
 use crate::model::{Decision, OrderRecord, WritebackState};
 use crate::store::{AuditEntry, AuditKind, DeadLetter, StepProgress, StepState, StoreError, WritebackJob};
 use crate::telemetry::metrics::METRICS;
-use crate::adapters::template::Template;
 use crate::workflow::Step;
 
 /// A deterministic key for one effect: the same inputs always give the same
@@ -112,7 +112,8 @@ async fn execute(
         if any_step_uses(&|t| t.may_read("stock")) {
             fields.insert("stock".into(), serde_json::to_value(&record.stock_seen).unwrap_or(Value::Null));
         }
-        let decision = json!({ "decision": job.decision, "reason": record.reason, "priority": record.priority, "lines": record.allocations });
+        let decision =
+            json!({ "decision": job.decision, "reason": record.reason, "priority": record.priority, "lines": record.allocations });
         fields.insert("decision".into(), decision);
         fields.insert("now".into(), Value::String(rt.now()));
         fields.insert("steps".into(), Value::Object(Map::new()));
