@@ -281,7 +281,7 @@ async fn send_calls(
 fn step_uses(conn: &Connection, step: &Step, test: &dyn Fn(&Template) -> bool) -> bool {
     conn.connector.request_uses(&step.request, test)
         || step.args.iter().any(|(_, t)| t.uses(test))
-        || step.for_each.as_ref().is_some_and(|t| test(t))
+        || step.for_each.as_ref().is_some_and(test)
 }
 
 fn has_for_each(steps: &[Step], name: &str) -> bool {
