@@ -192,7 +192,12 @@ impl Store {
             let mut out = Vec::new();
             for row in table.range((order_id, 0)..=(order_id, u64::MAX)).map_err(storage)? {
                 let (_, v) = row.map_err(storage)?;
-                out.push(decode("audit entry", v.value())?);
+                let bytes = v.value();
+                if bytes.trim_ascii_start().starts_with(b"[") {
+                    out.extend(decode::<Vec<AuditEntry>>("audit entries", bytes)?);
+                } else {
+                    out.push(decode("audit entry", bytes)?);
+                }
             }
             Ok(out)
         })
@@ -638,8 +643,10 @@ impl WriteTx<'_> {
         }
         let t = self.audit_trail()?;
         let last = t.range((order_id, 0)..=(order_id, u64::MAX)).map_err(storage)?.next_back().transpose().map_err(storage)?;
-        let first = last.map_or(0, |(k, _)| k.value().1 + 1);
-        let r = (first..).zip(entries).try_for_each(|(seq, entry)| t.insert((order_id, seq), encode(entry).as_slice()).map(|_| ()));
+        let seq = last.map_or(0, |(k, _)| k.value().1 + 1);
+        // Entries appended together share one row (a JSON array): one insert per append.
+        let bytes = if let [entry] = entries { encode(entry) } else { encode(&entries) };
+        let r = t.insert((order_id, seq), bytes.as_slice()).map(|_| ());
         r.map_err(|e| self.failed(e))
     }
 
@@ -829,6 +836,26 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.reserved_total("A").unwrap(), 3);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn audit_entries_read_back_in_order_however_they_were_appended() {
+        let dir = tempdir();
+        let store = Store::open(&dir.join("s.redb")).unwrap();
+        let entry = |message: &str| AuditEntry {
+            at: "2026-01-01T00:00:00Z".into(),
+            kind: crate::store::AuditKind::Rule,
+            message: message.into(),
+            call: None,
+        };
+        store.write(move |w| w.audit("o1", &entry("one"))).await.unwrap();
+        store.write(move |w| w.audit_all("o1", &[entry("two"), entry("three")])).await.unwrap();
+        store.write(move |w| w.audit_all("o1", &[entry("four")])).await.unwrap();
+        store.write(move |w| w.audit_all("o2", &[entry("other")])).await.unwrap();
+        let messages: Vec<String> = store.audit("o1").unwrap().into_iter().map(|e| e.message).collect();
+        assert_eq!(messages, ["one", "two", "three", "four"]);
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -16,7 +16,7 @@ pub const DELIVERIES: TableDefinition<&str, u64> = TableDefinition::new("deliver
 pub const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("orders");
 /// The original payload of each order, kept apart so order records stay small.
 pub const PAYLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("payloads");
-/// Audit trail: (order id, sequence) → entry.
+/// Audit trail: (order id, sequence) → an entry, or the entries appended together (a JSON array).
 pub const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit");
 /// Reported stock: (sku, location) → row.
 pub const STOCK: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("stock");
