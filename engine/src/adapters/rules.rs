@@ -170,7 +170,6 @@ impl RuleEngine {
     }
 }
 
-/// `word` as a whole word in `source` outside `//` and `/* */` comments.
 /// The variables a rule sees, converted from JSON as they are set.
 #[derive(Default)]
 pub struct RuleInputs {
@@ -182,7 +181,8 @@ impl RuleInputs {
         self.scope.push_dynamic(name, dynamic_of(value));
     }
 
-    /// Set `name.field` on a map variable set before (e.g. `order.raw`).
+    /// Set `name.field` on a map variable set before (e.g. `order.raw`);
+    /// nothing happens when `name` is not a map.
     pub fn set_field(&mut self, name: &str, field: &str, value: &Value) {
         if let Some(mut map) = self.scope.get_mut(name).and_then(|d| d.write_lock::<rhai::Map>()) {
             map.insert(field.into(), dynamic_of(value));
@@ -206,6 +206,7 @@ fn dynamic_of(value: &Value) -> Dynamic {
     }
 }
 
+/// `word` as a whole word in `source` outside `//` and `/* */` comments.
 fn mentions_word(source: &str, word: &str) -> bool {
     let mut code = String::with_capacity(source.len());
     let mut rest = source;

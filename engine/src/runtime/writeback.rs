@@ -276,8 +276,7 @@ async fn send_calls(
     run
 }
 
-/// Whether any template of a step (its request, args, `for_each`) may read the order's raw payload.
-/// Whether any template used to send `step` satisfies `test`.
+/// Whether any template used to send `step` (its request, args, `for_each`) satisfies `test`.
 fn step_uses(conn: &Connection, step: &Step, test: &dyn Fn(&Template) -> bool) -> bool {
     conn.connector.request_uses(&step.request, test)
         || step.args.iter().any(|(_, t)| t.uses(test))
