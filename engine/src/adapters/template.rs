@@ -25,16 +25,16 @@ use serde_json::Value;
 pub struct Template {
     kind: Kind,
     source: Arc<str>,
-    /// See [`Template::reads_raw`]; worked out once, when compiled.
-    reads_raw: bool,
-    /// See [`Template::may_read`]; worked out once, when compiled.
+    /// What its expressions read; worked out once, when compiled.
     reads: Reads,
 }
 
-/// The words a template's expressions use, or `everything` for one that
-/// may reach the whole context (`this`, `.`, `..`, `@root`).
+/// What a template's expressions read: whether they reach the raw payload
+/// (see [`Template::reads_raw`]), the words they use, and whether they may
+/// reach the whole context (`this`, `.`, `..`, `@root`, a partial).
 #[derive(Debug, Clone)]
 struct Reads {
+    raw: bool,
     everything: bool,
     words: Arc<[Box<str>]>,
 }
@@ -101,7 +101,7 @@ impl Template {
     /// Cheap and conservative: a template that does neither can be rendered
     /// with `order.raw` left out of its context.
     pub fn reads_raw(&self) -> bool {
-        self.reads_raw
+        self.reads.raw
     }
 
     /// Whether the template may read `name` from its context: an expression
@@ -114,11 +114,8 @@ impl Template {
     /// The variable paths this template reads (for lints), best effort.
     pub fn variables(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let mut rest = &*self.source;
-        while let Some(start) = rest.find("{{") {
-            rest = &rest[start + 2..];
-            let end = rest.find("}}").unwrap_or(rest.len());
-            let expr = rest[..end].trim_start_matches(['{', '#', '/', '~', '^', '!', '>']).trim();
+        for expr in expressions(&self.source) {
+            let expr = expr.trim_start_matches(['{', '#', '/', '~', '^', '!', '>']).trim();
             for word in expr.split_whitespace() {
                 let word = word.trim_matches(|c| c == '(' || c == ')');
                 let first = word.chars().next().unwrap_or(' ');
@@ -128,7 +125,6 @@ impl Template {
                     out.push(word.to_string());
                 }
             }
-            rest = &rest[end..];
         }
         out
     }
@@ -172,7 +168,7 @@ impl TemplateBuilder {
         } else {
             Kind::Registered(self.register(source)?)
         };
-        Ok(Template { kind, source: source.into(), reads_raw: reads_raw(source), reads: reads(source) })
+        Ok(Template { kind, source: source.into(), reads: reads(source) })
     }
 
     fn register(&mut self, source: &str) -> Result<Arc<str>, TemplateError> {
@@ -298,9 +294,25 @@ fn short(s: &str) -> String {
     if s.chars().count() > 60 { format!("{}…", s.chars().take(60).collect::<String>()) } else { s.to_string() }
 }
 
-/// [`Template::reads_raw`], worked out from the source.
-fn reads_raw(source: &str) -> bool {
-    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+/// The text between each `{{` and its `}}` (to the end for an unclosed one).
+fn expressions(source: &str) -> impl Iterator<Item = &str> {
+    let mut rest = source;
+    std::iter::from_fn(move || {
+        let open = rest.find("{{")?;
+        let after = &rest[open + 2..];
+        let expr = &after[..after.find("}}").unwrap_or(after.len())];
+        rest = &after[expr.len()..];
+        Some(expr)
+    })
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// [`Template::reads_raw`] and [`Template::may_read`], worked out from the source.
+fn reads(source: &str) -> Reads {
+    // `word` alone; with `whole`, also not as a segment of a longer path.
     let names = |expr: &str, word: &str, whole: bool| {
         expr.match_indices(word).any(|(i, w)| {
             let before = expr[..i].chars().next_back();
@@ -308,27 +320,10 @@ fn reads_raw(source: &str) -> bool {
             !before.is_some_and(is_ident) && !after.is_some_and(is_ident) && !(whole && (before == Some('.') || after == Some('.')))
         })
     };
-    let mut rest = source;
-    while let Some(open) = rest.find("{{") {
-        let after = &rest[open + 2..];
-        let expr = &after[..after.find("}}").unwrap_or(after.len())];
-        if names(expr, "raw", false) || names(expr, "order", true) {
-            return true;
-        }
-        rest = &after[expr.len()..];
-    }
-    false
-}
-
-/// [`Template::may_read`], worked out from the source.
-fn reads(source: &str) -> Reads {
-    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
-    let mut everything = false;
+    let (mut raw, mut everything) = (false, false);
     let mut words: Vec<Box<str>> = Vec::new();
-    let mut rest = source;
-    while let Some(open) = rest.find("{{") {
-        let after = &rest[open + 2..];
-        let expr = &after[..after.find("}}").unwrap_or(after.len())];
+    for expr in expressions(source) {
+        raw |= names(expr, "raw", false) || names(expr, "order", true);
         let chars: Vec<char> = expr.chars().collect();
         let lone_dot = chars.iter().enumerate().any(|(i, &c)| {
             c == '.'
@@ -341,9 +336,8 @@ fn reads(source: &str) -> Reads {
                 words.push(word.into());
             }
         }
-        rest = &after[expr.len()..];
     }
-    Reads { everything, words: words.into() }
+    Reads { raw, everything, words: words.into() }
 }
 
 /// Text with `{{path}}`, `{{json path}}`, `{{urlencode path}}` and

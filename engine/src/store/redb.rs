@@ -670,7 +670,8 @@ impl WriteTx<'_> {
     }
 
     /// Set what `order_id` holds of `sku` (0 releases it), keeping the SKU total in step.
-    pub fn set_reservation(&mut self, sku: &str, order_id: &str, qty: i64) -> Result<(), StoreError> {
+    /// Hold `qty` of `sku` for `order_id` (0 releases it); gives the SKU's new reserved total.
+    pub fn set_reservation(&mut self, sku: &str, order_id: &str, qty: i64) -> Result<i64, StoreError> {
         let res = self.reservations()?;
         let old = res.get((sku, order_id)).map_err(storage)?.map_or(0, |v| v.value());
         let r = if qty > 0 { res.insert((sku, order_id), qty).map(|_| ()) } else { res.remove((sku, order_id)).map(|_| ()) };
@@ -678,7 +679,8 @@ impl WriteTx<'_> {
         let totals = self.reserved_totals()?;
         let total = totals.get(sku).map_err(storage)?.map_or(0, |v| v.value()) - old + qty.max(0);
         let r = if total > 0 { totals.insert(sku, total).map(|_| ()) } else { totals.remove(sku).map(|_| ()) };
-        r.map_err(|e| self.failed(e))
+        r.map_err(|e| self.failed(e))?;
+        Ok(total)
     }
 
     pub fn put_writeback(&mut self, job: &WritebackJob) -> Result<(), StoreError> {
