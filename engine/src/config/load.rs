@@ -216,6 +216,7 @@ pub fn load(paths: &ConfigPaths, opts: LoadOptions) -> Result<ConfigSet, Diagnos
                         Arc::new(Connection {
                             name,
                             connector: d.connector,
+                            parsed_base: reqwest::Url::parse(&base_url).ok(),
                             base_url,
                             values,
                             secrets: d.secrets,

@@ -152,14 +152,18 @@ pub enum Transport {
     Scripted(Responder),
 }
 
-async fn send_http(client: &reqwest::Client, p: &PreparedRequest, timeout: Duration) -> Result<RawResponse, TransportError> {
+async fn send_http(client: &reqwest::Client, conn: &Connection, p: PreparedRequest, timeout: Duration) -> Result<RawResponse, TransportError> {
     let method = reqwest::Method::from_bytes(p.method.as_bytes()).expect("static method names are valid");
-    let mut builder = client.request(method, &p.url).timeout(timeout);
+    let builder = match url_on_base(conn.parsed_base.as_ref(), &conn.base_url, &p.url) {
+        Some(url) => client.request(method, url),
+        None => client.request(method, &p.url),
+    };
+    let mut builder = builder.timeout(timeout);
     for (k, v) in &p.headers {
         builder = builder.header(k.as_str(), v.as_str());
     }
-    if let Some(b) = &p.body {
-        builder = builder.body(b.clone());
+    if let Some(b) = p.body {
+        builder = builder.body(b);
     }
     let response = builder.send().await.map_err(|e| {
         let what = if e.is_timeout() {
@@ -179,6 +183,26 @@ async fn send_http(client: &reqwest::Client, p: &PreparedRequest, timeout: Durat
         .await
         .map_err(|e| TransportError { message: format!("reading the answer failed: {}", root_cause(&e)), ambiguous: true })?;
     Ok(RawResponse { status, retry_after, body, cookies })
+}
+
+/// `url` (the base URL's text followed by a path and query) built on the
+/// already parsed base: only the path and query are parsed. `None` when
+/// `url` does not continue the base that way (an absolute link elsewhere);
+/// the caller then parses it whole.
+fn url_on_base(base: Option<&reqwest::Url>, base_text: &str, url: &str) -> Option<reqwest::Url> {
+    let base = base.filter(|b| b.query().is_none() && b.fragment().is_none() && !b.cannot_be_a_base())?;
+    let rest = url.strip_prefix(base_text.trim_end_matches('/'))?;
+    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) || rest.contains('#') {
+        return None;
+    }
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    let mut out = base.clone();
+    out.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
+    out.set_query(query);
+    Some(out)
 }
 
 /// `B1SESSION=abc; HttpOnly; path=/` → (`B1SESSION`, `abc`).
@@ -303,10 +327,11 @@ impl HttpClient {
                 Checked::NotDone => self.call_at(templates, conn, req, ctx, link).await,
             };
             let (retryable, ambiguous, retry_after) = match &result {
-                Ok(ex) => {
-                    let mut ex = ex.clone();
-                    ex.summary.attempts = attempt;
-                    return Ok(ex);
+                Ok(_) => {
+                    return result.map(|mut ex| {
+                        ex.summary.attempts = attempt;
+                        ex
+                    });
                 }
                 Err(CallError::Render(_)) => return result,
                 Err(CallError::Failed { retryable, ambiguous, retry_after, .. }) => (*retryable, *ambiguous, *retry_after),
@@ -478,7 +503,7 @@ impl HttpClient {
         };
 
         let answer = match &self.transport {
-            Transport::Http => send_http(&state.client, &prepared, req.timeout).await,
+            Transport::Http => send_http(&state.client, conn, prepared, req.timeout).await,
             Transport::Scripted(responder) => responder(req, &prepared, ctx),
         };
         let response = match answer {
@@ -728,4 +753,39 @@ pub fn render_json(scope: &Scope, t: &JsonTemplate) -> Result<Value, RenderFailu
 
 fn form_encode(pairs: &[(&str, String)]) -> String {
     pairs.iter().map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect::<Vec<_>>().join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_on_base;
+
+    #[test]
+    fn urls_built_on_a_parsed_base_match_parsing_them_whole() {
+        let cases = [
+            ("https://shop.example.com", "/admin/api/2025-01/graphql.json"),
+            ("https://shop.example.com/", "/admin/api/2025-01/graphql.json"),
+            ("http://127.0.0.1:8080", "/orders?status=open&since=2026-01-01T00:00:00Z"),
+            ("https://erp.example.com/sap/opu/odata/sap/API_SALES_ORDER_SRV", "/A_SalesOrder('42')?$format=json&$filter=x eq 'a b'"),
+            ("https://erp.example.com/b1s/v1/", "/Items('AM-100')?$select=ItemCode,QuantityOnStock"),
+            ("https://api.example.com/v2", "/items/caf\u{e9} machine/../stock"),
+            ("https://api.example.com/v2", "?only=query"),
+            ("https://api.example.com/v2", ""),
+            ("https://API.Example.com:443/a/", "/b/%7Bsku%7D/{sku}|x"),
+        ];
+        for (base, rest) in cases {
+            let parsed = reqwest::Url::parse(base).unwrap();
+            let full = format!("{}{rest}", base.trim_end_matches('/'));
+            let built = url_on_base(Some(&parsed), base, &full).unwrap_or_else(|| panic!("{full} continues {base}"));
+            assert_eq!(built, reqwest::Url::parse(&full).unwrap(), "{full}");
+        }
+    }
+
+    #[test]
+    fn urls_not_continuing_the_base_are_left_to_a_whole_parse() {
+        let base = reqwest::Url::parse("https://shop.example.com/api").unwrap();
+        for url in ["https://cdn.example.com/page?2", "https://shop.example.com/apix/1", "https://shop.example.com/api/a#frag"] {
+            assert!(url_on_base(Some(&base), "https://shop.example.com/api", url).is_none(), "{url}");
+        }
+        assert!(url_on_base(None, "https://shop.example.com", "https://shop.example.com/a").is_none());
+    }
 }

@@ -192,6 +192,9 @@ pub struct Connection {
     pub name: String,
     pub connector: Arc<Connector>,
     pub base_url: String,
+    /// `base_url` parsed once, so each request's URL is built on it without
+    /// parsing scheme and host again.
+    pub parsed_base: Option<reqwest::Url>,
     /// Values as templates see them (`values.<name>`).
     pub values: Value,
     pub secrets: BTreeMap<String, Secret>,

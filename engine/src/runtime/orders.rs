@@ -104,11 +104,12 @@ pub(super) async fn handle(
     };
     let refs: BTreeMap<String, BTreeMap<String, Value>> = reported.iter().map(|(k, r)| (k.clone(), r.refs.clone())).collect();
     // The payload as delivered, unless fetches completed it.
-    let payload_bytes = if flow.fetch.is_empty() {
-        ev.payload.get().as_bytes().to_vec()
+    let payload_bytes: Arc<[u8]> = if flow.fetch.is_empty() {
+        ev.payload.get().as_bytes().into()
     } else {
-        serde_json::to_vec(&payload).expect("JSON values serialize")
+        serde_json::to_vec(&payload).expect("JSON values serialize").into()
     };
+    let reported_list: Arc<[ReportedStock]> = reported.values().cloned().collect();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -120,18 +121,19 @@ pub(super) async fn handle(
                 return commit_error(rt, cfg, order, payload, &ev, audit, message).await.map(|_| Attempt::Finished);
             }
         };
+        let decision = decided.outcome.decision;
         let dc = DecisionCommit {
             order: order.clone(),
             payload: Some(payload_bytes.clone()),
             event: Some((ev.id, ev.received_at.clone())),
             previous: None,
-            reported: reported.values().cloned().collect(),
-            decided: decided.clone(),
+            reported: reported_list.clone(),
+            decided,
             audit: audit.clone(),
         };
         match commit_decision(rt, cfg, wf, dc).await? {
             Committed::Done { writeback } => {
-                METRICS.inc("ordersync_decisions_total", &[("workflow", &wf.name), ("decision", decided.outcome.decision.as_str())]);
+                METRICS.inc("ordersync_decisions_total", &[("workflow", &wf.name), ("decision", decision.as_str())]);
                 if let Some(fresh) = writeback {
                     let (job, record) = *fresh;
                     writeback::run_fresh(rt, cfg, job, record, &payload, base.into_fields()).await;
@@ -444,13 +446,14 @@ fn allocations(order: &Order, outcome: &RuleOutcome) -> Result<Vec<AllocatedLine
 /// Everything one decision writes.
 pub(super) struct DecisionCommit {
     pub order: Order,
-    /// The payload, for a first decision.
-    pub payload: Option<Vec<u8>>,
+    /// The payload, for a first decision (shared by its attempts).
+    pub payload: Option<Arc<[u8]>>,
     /// The event being processed (id, received at), for a first decision.
     pub event: Option<(u64, String)>,
     /// The record being decided again (waitlist), as it was read.
     pub previous: Option<OrderRecord>,
-    pub reported: Vec<ReportedStock>,
+    /// The stock the platform reported (shared by the decision's attempts).
+    pub reported: Arc<[ReportedStock]>,
     pub decided: Decided,
     pub audit: Vec<AuditEntry>,
 }
@@ -540,7 +543,7 @@ pub(super) async fn commit_decision(
                 return Ok((Committed::Skipped, effects));
             }
             let cause = format!("reported by {source} for order {}", record.order.id);
-            for r in &reported {
+            for r in reported.iter() {
                 ledger::record_report(w, &settings, r, &source, excludes, &now, &cause, &mut effects)?;
             }
             if decision == Decision::Approve {

@@ -92,7 +92,7 @@ pub async fn reevaluate(rt: &Arc<Runtime>, sku: &str) -> Result<usize, StoreErro
             payload: None,
             event: None,
             previous: Some(rec),
-            reported: Vec::new(),
+            reported: Arc::from([]),
             decided,
             audit,
         };
