@@ -14,6 +14,7 @@ use super::yaml::{self, Parsed};
 use super::{ConfigSet, InstanceSettings};
 use crate::adapters::rules::{RuleEngine, RuleLimits};
 use crate::connector::Connection;
+use crate::connector::webhook::encode_hex;
 
 /// The directories and files of one config set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +104,7 @@ impl Sources {
             hasher.update([0]);
         }
         hasher.update(self.diags.to_string().as_bytes());
-        hex(&hasher.finalize())
+        encode_hex(&hasher.finalize())
     }
 }
 
@@ -312,11 +313,7 @@ fn secrets_digest(connections: &BTreeMap<String, Arc<Connection>>) -> String {
             h.update([0]);
         }
     }
-    hex(&h.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    encode_hex(&h.finalize())
 }
 
 fn parse<T: serde::de::DeserializeOwned>(f: &SourceFile, diags: &mut Diagnostics) -> Option<Parsed<T>> {

@@ -152,7 +152,12 @@ pub enum Transport {
     Scripted(Responder),
 }
 
-async fn send_http(client: &reqwest::Client, conn: &Connection, p: PreparedRequest, timeout: Duration) -> Result<RawResponse, TransportError> {
+async fn send_http(
+    client: &reqwest::Client,
+    conn: &Connection,
+    p: PreparedRequest,
+    timeout: Duration,
+) -> Result<RawResponse, TransportError> {
     let method = reqwest::Method::from_bytes(p.method.as_bytes()).expect("static method names are valid");
     let builder = match url_on_base(conn.parsed_base.as_ref(), &conn.base_url, &p.url) {
         Some(url) => client.request(method, url),

@@ -86,8 +86,15 @@ pub fn hmac_bytes(algorithm: SignatureAlgorithm, key: &[u8], data: &[u8]) -> Vec
     }
 }
 
+/// Lower-case hex text of `bytes`.
 pub fn encode_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::Runtime;
 use super::process::{Attempt, fail_event};
-use super::{Runtime, writeback};
+use super::writeback::{self, FreshWriteback};
 use crate::adapters::rules::{AllocatedLine, RuleInputs, RuleOutcome};
 use crate::config::ConfigSet;
 use crate::connector::client::SendOptions;
@@ -135,8 +136,7 @@ pub(super) async fn handle(
             Committed::Done { writeback } => {
                 METRICS.inc("ordersync_decisions_total", &[("workflow", &wf.name), ("decision", decision.as_str())]);
                 if let Some(fresh) = writeback {
-                    let (job, record) = *fresh;
-                    writeback::run_fresh(rt, cfg, job, record, &payload, base.into_fields()).await;
+                    writeback::run_fresh(rt, cfg, *fresh, &payload, base.into_fields()).await;
                 }
                 return Ok(Attempt::Finished);
             }
@@ -459,10 +459,9 @@ pub(super) struct DecisionCommit {
 }
 
 pub(super) enum Committed {
-    /// Decided; with the write-back job to run and the record it was made
-    /// for, so the write-back need not read them back from the store.
+    /// Decided; with the write-back job to run, if any.
     Done {
-        writeback: Option<Box<(WritebackJob, OrderRecord)>>,
+        writeback: Option<Box<FreshWriteback>>,
     },
     /// Someone else decided this order in the meantime.
     Skipped,
@@ -570,7 +569,7 @@ pub(super) async fn commit_decision(
                     w.add_to_waitlist(&e)?;
                 }
             }
-            w.put_order(&record)?;
+            let stored = w.put_order(&record)?;
             if let Some(p) = &payload {
                 w.put_payload(&record.order.id, p)?;
             }
@@ -582,7 +581,7 @@ pub(super) async fn commit_decision(
                 w.remove_event(id)?;
             }
             pushes.queue(w, &effects)?;
-            Ok((Committed::Done { writeback: job.map(|job| Box::new((job, record))) }, effects))
+            Ok((Committed::Done { writeback: job.map(|job| Box::new(FreshWriteback { job, record, stored })) }, effects))
         })
         .await?;
     if matches!(result, Committed::Done { .. }) {

@@ -14,6 +14,7 @@ use crate::adapters::template::Template;
 use crate::config::ConfigSet;
 use crate::connector::Connection;
 use crate::connector::client::{SendOptions, render_json};
+use crate::connector::webhook::encode_hex;
 use crate::model::{Decision, OrderRecord, WritebackState};
 use crate::store::{AuditEntry, AuditKind, DeadLetter, StepProgress, StepState, StoreError, WritebackJob};
 use crate::telemetry::metrics::METRICS;
@@ -32,7 +33,7 @@ pub fn idempotency_key(workflow: &str, order_id: &str, decision: Decision, step:
     b.copy_from_slice(&d[..16]);
     b[6] = (b[6] & 0x0f) | 0x50; // version 5 (name-based, SHA)
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let hex = encode_hex(&b);
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
@@ -57,11 +58,20 @@ pub async fn run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) {
     }
 }
 
-/// Run a job just committed, with the record, payload and the decision's
-/// context (`order` without `raw`, `values`, `params`) in hand.
-pub async fn run_fresh(rt: &Runtime, cfg: &ConfigSet, job: WritebackJob, record: OrderRecord, payload: &Value, decided_in: Value) {
-    let order_id = record.order.id.clone();
-    if let Err(e) = execute(rt, cfg, job, record, payload, Some(decided_in), false).await {
+/// A write-back job just committed with its decision, the order record it
+/// was made for, and that record's stored bytes: nothing needs reading back.
+pub struct FreshWriteback {
+    pub job: WritebackJob,
+    pub record: OrderRecord,
+    pub stored: Vec<u8>,
+}
+
+/// Run a job just committed, with the payload and the decision's context
+/// (`order` without `raw`, `values`, `params`) in hand.
+pub async fn run_fresh(rt: &Runtime, cfg: &ConfigSet, fresh: FreshWriteback, payload: &Value, decided_in: Value) {
+    let order_id = fresh.record.order.id.clone();
+    let FreshWriteback { job, record, stored } = fresh;
+    if let Err(e) = execute(rt, cfg, job, Known { record, stored: Some(stored) }, payload, Some(decided_in), false).await {
         tracing::error!(order = order_id, "write-back could not be recorded: {e}; it resumes on the next start");
     }
 }
@@ -74,19 +84,28 @@ async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) -
         return Ok(());
     };
     let payload: Value = rt.store.payload(order_id)?.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
-    execute(rt, cfg, job, record, &payload, None, resumed).await
+    execute(rt, cfg, job, Known { record, stored: None }, &payload, None, resumed).await
+}
+
+/// The order record a write-back runs for, and its bytes as stored when
+/// this run wrote them itself.
+struct Known {
+    record: OrderRecord,
+    stored: Option<Vec<u8>>,
 }
 
 async fn execute(
     rt: &Runtime,
     cfg: &ConfigSet,
     job: WritebackJob,
-    record: OrderRecord,
+    known: Known,
     payload: &Value,
     decided_in: Option<Value>,
     resumed: bool,
 ) -> Result<(), StoreError> {
-    let order_id = record.order.id.as_str();
+    let Known { record, stored } = known;
+    let order_id = record.order.id.clone();
+    let order_id = order_id.as_str();
     let Some(wf) = cfg.workflows.get(&job.workflow).cloned() else {
         tracing::warn!(order = order_id, workflow = %job.workflow, "write-back waits: its workflow is not configured");
         return Ok(());
@@ -118,6 +137,9 @@ async fn execute(
         fields.insert("now".into(), Value::String(rt.now()));
         fields.insert("steps".into(), Value::Object(Map::new()));
     }
+    // Handed to the last step's completion, which then need not decode the record again.
+    let mut known = stored.map(|bytes| (record, bytes));
+    let mut end = |last: bool| if last { StepEnd::Last(known.take()) } else { StepEnd::More };
     // The retry window runs from when the decision was made.
     let age = crate::clock::parse_instant(&job.created_at).map(|t| (rt.clock.now() - t).unsigned_abs()).unwrap_or_default();
     let budget = wf.connection.connector.retry.max_age.saturating_sub(age);
@@ -128,7 +150,7 @@ async fn execute(
             StepState::Done => {
                 ctx["steps"][&progress.name] = step_results(&progress.results, has_for_each(steps, &progress.name));
                 if i == last {
-                    mark(rt, order_id, i, StepState::Done, progress.results.clone(), Vec::new(), true).await?;
+                    mark(rt, order_id, i, StepState::Done, progress.results.clone(), Vec::new(), end(true)).await?;
                 }
                 continue;
             }
@@ -144,7 +166,7 @@ async fn execute(
                 StepState::Done,
                 Vec::new(),
                 vec![AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message, call: None }],
-                i == last,
+                end(i == last),
             )
             .await?;
             continue;
@@ -162,7 +184,7 @@ async fn execute(
         METRICS.inc("ordersync_writeback_steps_total", &[("workflow", &job.workflow), ("result", "done")]);
         let mut audit = run.audit;
         audit.push(AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message: format!("step {} done", step.name), call: None });
-        mark(rt, order_id, i, StepState::Done, run.results, audit, i == last).await?;
+        mark(rt, order_id, i, StepState::Done, run.results, audit, end(i == last)).await?;
     }
     Ok(())
 }
@@ -293,6 +315,15 @@ fn step_results(results: &[Value], per_item: bool) -> Value {
 }
 
 /// Record a step's outcome; `finish` also closes the job (one commit for the last step).
+/// Where a finished step leaves its job.
+enum StepEnd {
+    /// More steps follow.
+    More,
+    /// The job is done; with the order record and its bytes as this run
+    /// stored them, when it did.
+    Last(Option<(OrderRecord, Vec<u8>)>),
+}
+
 async fn mark(
     rt: &Runtime,
     order_id: &str,
@@ -300,14 +331,18 @@ async fn mark(
     state: StepState,
     results: Vec<Value>,
     audit: Vec<AuditEntry>,
-    finish: bool,
+    end: StepEnd,
 ) -> Result<(), StoreError> {
     let id = order_id.to_string();
     rt.store
         .write(move |w| {
-            if finish {
+            if let StepEnd::Last(known) = end {
                 w.remove_writeback(&id)?;
-                if let Some(mut rec) = w.order(&id)? {
+                let current = match known {
+                    Some((record, bytes)) => w.order_unless_unchanged(&id, record, &bytes)?,
+                    None => w.order(&id)?,
+                };
+                if let Some(mut rec) = current {
                     rec.writeback = WritebackState::Done;
                     w.put_order(&rec)?;
                 }

@@ -620,10 +620,20 @@ impl WriteTx<'_> {
         self.orders()?.get(id).map_err(storage)?.map(|v| decode("order", v.value())).transpose()
     }
 
-    pub fn put_order(&mut self, rec: &OrderRecord) -> Result<(), StoreError> {
+    /// Store `rec`; gives back the bytes stored, so a later update can tell
+    /// whether the record is still as written without decoding it.
+    pub fn put_order(&mut self, rec: &OrderRecord) -> Result<Vec<u8>, StoreError> {
         let bytes = encode(rec);
         let r = self.orders()?.insert(rec.order.id.as_str(), bytes.as_slice()).map(|_| ());
-        r.map_err(|e| self.failed(e))
+        r.map_err(|e| self.failed(e))?;
+        Ok(bytes)
+    }
+
+    /// The order `id` as stored: `known` when the stored bytes are still
+    /// `known_bytes` (nothing wrote it since), else decoded from the store.
+    pub fn order_unless_unchanged(&mut self, id: &str, known: OrderRecord, known_bytes: &[u8]) -> Result<Option<OrderRecord>, StoreError> {
+        let unchanged = self.orders()?.get(id).map_err(storage)?.is_some_and(|v| v.value() == known_bytes);
+        if unchanged { Ok(Some(known)) } else { self.order(id) }
     }
 
     pub fn put_payload(&mut self, order_id: &str, payload: &[u8]) -> Result<(), StoreError> {
