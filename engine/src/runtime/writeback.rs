@@ -138,7 +138,7 @@ async fn execute(
         fields.insert("steps".into(), Value::Object(Map::new()));
     }
     // Handed to the last step's completion, which then need not decode the record again.
-    let mut known = stored.map(|bytes| (record, bytes));
+    let mut known = stored.map(|bytes| Box::new((record, bytes)));
     let mut end = |last: bool| if last { StepEnd::Last(known.take()) } else { StepEnd::More };
     // The retry window runs from when the decision was made.
     let age = crate::clock::parse_instant(&job.created_at).map(|t| (rt.clock.now() - t).unsigned_abs()).unwrap_or_default();
@@ -321,7 +321,7 @@ enum StepEnd {
     More,
     /// The job is done; with the order record and its bytes as this run
     /// stored them, when it did.
-    Last(Option<(OrderRecord, Vec<u8>)>),
+    Last(Option<Box<(OrderRecord, Vec<u8>)>>),
 }
 
 async fn mark(
@@ -339,7 +339,10 @@ async fn mark(
             if let StepEnd::Last(known) = end {
                 w.remove_writeback(&id)?;
                 let current = match known {
-                    Some((record, bytes)) => w.order_unless_unchanged(&id, record, &bytes)?,
+                    Some(known) => {
+                        let (record, bytes) = *known;
+                        w.order_unless_unchanged(&id, record, &bytes)?
+                    }
                     None => w.order(&id)?,
                 };
                 if let Some(mut rec) = current {
