@@ -314,7 +314,6 @@ fn step_results(results: &[Value], per_item: bool) -> Value {
     if per_item { Value::Array(results.to_vec()) } else { results.first().cloned().unwrap_or_else(|| Value::Object(Map::new())) }
 }
 
-/// Record a step's outcome; `finish` also closes the job (one commit for the last step).
 /// Where a finished step leaves its job.
 enum StepEnd {
     /// More steps follow.
@@ -324,6 +323,8 @@ enum StepEnd {
     Last(Option<Box<(OrderRecord, Vec<u8>)>>),
 }
 
+/// Record a step's outcome; the last step also closes the job and marks the
+/// order's write-back done (one commit).
 async fn mark(
     rt: &Runtime,
     order_id: &str,
@@ -341,7 +342,7 @@ async fn mark(
                 let current = match known {
                     Some(known) => {
                         let (record, bytes) = *known;
-                        w.order_unless_unchanged(&id, record, &bytes)?
+                        w.order_or_known(&id, record, &bytes)?
                     }
                     None => w.order(&id)?,
                 };

@@ -629,9 +629,9 @@ impl WriteTx<'_> {
         Ok(bytes)
     }
 
-    /// The order `id` as stored: `known` when the stored bytes are still
-    /// `known_bytes` (nothing wrote it since), else decoded from the store.
-    pub fn order_unless_unchanged(&mut self, id: &str, known: OrderRecord, known_bytes: &[u8]) -> Result<Option<OrderRecord>, StoreError> {
+    /// The order `id` as stored: `known` itself when the stored bytes are
+    /// still `known_bytes` (nothing wrote it since), else decoded afresh.
+    pub fn order_or_known(&mut self, id: &str, known: OrderRecord, known_bytes: &[u8]) -> Result<Option<OrderRecord>, StoreError> {
         let unchanged = self.orders()?.get(id).map_err(storage)?.is_some_and(|v| v.value() == known_bytes);
         if unchanged { Ok(Some(known)) } else { self.order(id) }
     }
@@ -868,6 +868,49 @@ mod tests {
         store.write(move |w| w.audit_all("o2", &[entry("other")])).await.unwrap();
         let messages: Vec<String> = store.audit("o1").unwrap().into_iter().map(|e| e.message).collect();
         assert_eq!(messages, ["one", "two", "three", "four"]);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_known_order_stands_in_for_the_stored_one_only_while_it_is_unchanged() {
+        use crate::model::{Customer, Order, WritebackState};
+        let dir = tempdir();
+        let store = Store::open(&dir.join("s.redb")).unwrap();
+        let record = |reason: &str| OrderRecord {
+            order: Order {
+                id: "shop:1".into(),
+                platform: "shopify".into(),
+                connection: "shop".into(),
+                workflow: "wf".into(),
+                external_id: "1".into(),
+                number: "#1".into(),
+                customer: Customer::default(),
+                lines: Vec::new(),
+                received_at: "2026-01-01T00:00:00Z".into(),
+            },
+            status: OrderStatus::Approved,
+            reason: reason.into(),
+            priority: 0,
+            error: None,
+            writeback: WritebackState::Pending,
+            history: Vec::new(),
+            stock_seen: Default::default(),
+            allocations: Vec::new(),
+            config_version: 1,
+            event_id: 1,
+            arrival: 1,
+        };
+        let (first, second) = (record("first"), record("second"));
+        let stored = store.write(move |w| w.put_order(&first)).await.unwrap();
+        // Unchanged: the known record is taken as it is, without decoding.
+        let (known, bytes) = (record("known"), stored.clone());
+        let got = store.write(move |w| w.order_or_known("shop:1", known, &bytes)).await.unwrap();
+        assert_eq!(got.map(|r| r.reason).as_deref(), Some("known"));
+        // Written since: the stored record wins.
+        store.write(move |w| w.put_order(&second).map(|_| ())).await.unwrap();
+        let got = store.write(move |w| w.order_or_known("shop:1", record("known"), &stored)).await.unwrap();
+        assert_eq!(got.map(|r| r.reason).as_deref(), Some("second"));
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
