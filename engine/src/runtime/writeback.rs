@@ -324,7 +324,10 @@ enum StepEnd {
 }
 
 /// Record a step's outcome; the last step also closes the job and marks the
-/// order's write-back done (one commit).
+/// order's write-back done. Only this write-back waits on it, so it joins the
+/// next commit (`write_soon`); were the daemon to stop before that, the step
+/// is sent again on restart, where its check or idempotency key keeps the
+/// effect single, as after any crash between a call and its record.
 async fn mark(
     rt: &Runtime,
     order_id: &str,
@@ -336,7 +339,7 @@ async fn mark(
 ) -> Result<(), StoreError> {
     let id = order_id.to_string();
     rt.store
-        .write(move |w| {
+        .write_soon(move |w| {
             if let StepEnd::Last(known) = end {
                 w.remove_writeback(&id)?;
                 let current = match known {
