@@ -324,10 +324,7 @@ enum StepEnd {
 }
 
 /// Record a step's outcome; the last step also closes the job and marks the
-/// order's write-back done. Only this write-back waits on it, so it joins the
-/// next commit (`write_soon`); were the daemon to stop before that, the step
-/// is sent again on restart, where its check or idempotency key keeps the
-/// effect single, as after any crash between a call and its record.
+/// order's write-back done (one commit).
 async fn mark(
     rt: &Runtime,
     order_id: &str,
@@ -339,7 +336,7 @@ async fn mark(
 ) -> Result<(), StoreError> {
     let id = order_id.to_string();
     rt.store
-        .write_soon(move |w| {
+        .write(move |w| {
             if let StepEnd::Last(known) = end {
                 w.remove_writeback(&id)?;
                 let current = match known {

@@ -26,17 +26,9 @@ type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> Completion + Send>;
 
 enum Msg {
-    /// Commit as soon as the writer is free.
     Job(Job),
-    /// Commit with the next job, or when a `Flush` asks (see [`Store::write_soon`]).
-    Soon(Job),
-    /// Commit what waits, if anything.
-    Flush,
     Stop(oneshot::Sender<()>),
 }
-
-/// How long a [`Store::write_soon`] waits for another write to share its commit.
-const SOON: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Handle to the state file. Cheap to clone.
 #[derive(Clone)]
@@ -47,26 +39,6 @@ pub struct Store {
 struct Inner {
     db: Arc<Database>,
     jobs: mpsc::Sender<Msg>,
-}
-
-/// `f` as a writer job, and where its result will arrive once committed.
-fn job<R, F>(f: F) -> (Job, oneshot::Receiver<Result<R, StoreError>>)
-where
-    F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
-    R: Send + 'static,
-{
-    let (tx, rx) = oneshot::channel();
-    let job: Job = Box::new(move |w| {
-        let result = f(w);
-        Box::new(move |commit: Option<&StoreError>| {
-            let out = match (result, commit) {
-                (Ok(_), Some(e)) => Err(e.clone()),
-                (r, _) => r,
-            };
-            let _ = tx.send(out);
-        })
-    });
-    (job, rx)
 }
 
 fn storage<E: std::fmt::Display>(e: E) -> StoreError {
@@ -152,29 +124,19 @@ impl Store {
         F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
-        let (job, done) = job(f);
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |w| {
+            let result = f(w);
+            Box::new(move |commit: Option<&StoreError>| {
+                let out = match (result, commit) {
+                    (Ok(_), Some(e)) => Err(e.clone()),
+                    (r, _) => r,
+                };
+                let _ = tx.send(out);
+            })
+        });
         self.inner.jobs.send(Msg::Job(job)).await.map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// [`Store::write`] for a write nobody else waits on (a write-back's
-    /// progress): it rides in the next commit another write triggers, or
-    /// commits on its own after [`SOON`], so a quiet daemon does not pay a
-    /// commit for it alone. Resolves, like `write`, once it is durable;
-    /// writes are committed in the order they were made either way.
-    pub async fn write_soon<R, F>(&self, f: F) -> Result<R, StoreError>
-    where
-        F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
-        R: Send + 'static,
-    {
-        let (job, mut done) = job(f);
-        self.inner.jobs.send(Msg::Soon(job)).await.map_err(|_| StoreError::Closed)?;
-        tokio::select! {
-            out = &mut done => return out.map_err(|_| StoreError::Closed)?,
-            _ = tokio::time::sleep(SOON) => {}
-        }
-        self.inner.jobs.send(Msg::Flush).await.map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Finish queued writes and stop the writer.
@@ -470,40 +432,26 @@ fn reserved_with_prefix(table: &impl ReadableTable<(&'static str, &'static str),
 }
 
 fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Sender<()>> {
-    // Jobs in arrival order; `Soon` ones may wait here for a commit to join.
-    let mut jobs: Vec<Job> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        let mut due = false;
+        let mut jobs = Vec::new();
         let mut stop = None;
-        let mut take = |msg: Msg, jobs: &mut Vec<Job>| match msg {
-            Msg::Job(j) => {
-                jobs.push(j);
-                due = true;
-            }
-            Msg::Soon(j) => jobs.push(j),
-            Msg::Flush => due = true,
-            Msg::Stop(s) => {
-                stop = Some(s);
-                due = true;
-            }
-        };
-        take(first, &mut jobs);
-        while jobs.len() < MAX_BATCH {
+        match first {
+            Msg::Job(j) => jobs.push(j),
+            Msg::Stop(s) => stop = Some(s),
+        }
+        while stop.is_none() && jobs.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(msg) => take(msg, &mut jobs),
+                Ok(Msg::Job(j)) => jobs.push(j),
+                Ok(Msg::Stop(s)) => stop = Some(s),
                 Err(_) => break,
             }
         }
-        if (due || jobs.len() >= MAX_BATCH) && !jobs.is_empty() {
-            run_batch(db, std::mem::take(&mut jobs));
+        if !jobs.is_empty() {
+            run_batch(db, jobs);
         }
         if stop.is_some() {
             return stop;
         }
-    }
-    // Every handle is gone: commit what still waits.
-    if !jobs.is_empty() {
-        run_batch(db, jobs);
     }
     None
 }
@@ -963,35 +911,6 @@ mod tests {
         store.write(move |w| w.put_order(&second).map(|_| ())).await.unwrap();
         let got = store.write(move |w| w.order_or_known("shop:1", record("known"), &stored)).await.unwrap();
         assert_eq!(got.map(|r| r.reason).as_deref(), Some("second"));
-        store.close().await;
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[tokio::test]
-    async fn a_write_soon_commits_alone_or_with_the_next_write_in_order() {
-        let dir = tempdir();
-        let store = Store::open(&dir.join("s.redb")).unwrap();
-        // Alone, it still commits (after its short wait).
-        store.write_soon(|w| w.set_reservation("A", "o1", 2).map(|_| ())).await.unwrap();
-        assert_eq!(store.reserved_total("A").unwrap(), 2);
-        // With a write after it, both share a commit, in the order made.
-        let soon = store.write_soon(|w| w.set_reservation("A", "o2", 3).map(|_| ()));
-        let now = store.write(|w| w.reservation("A", "o2"));
-        let (soon, seen) = tokio::join!(soon, now);
-        soon.unwrap();
-        assert_eq!(seen.unwrap(), 3);
-        // Closing commits what waits: poll the write once (it is then queued), close, and it is done.
-        let mut waiting = Box::pin(store.write_soon(|w| w.set_reservation("B", "o3", 1).map(|_| ())));
-        tokio::select! {
-            biased;
-            _ = &mut waiting => panic!("a lone write_soon waits for company first"),
-            _ = std::future::ready(()) => {}
-        }
-        store.close().await;
-        waiting.await.unwrap();
-        drop(store);
-        let store = Store::open(&dir.join("s.redb")).unwrap();
-        assert_eq!((store.reserved_total("A").unwrap(), store.reserved_total("B").unwrap()), (5, 1));
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
