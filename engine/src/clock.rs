@@ -34,19 +34,40 @@ impl Clock for FixedClock {
 /// `Z` for UTC). UTC instants of years 0–9999 are written here directly, as
 /// every audit entry and event carries one; anything else goes through `time`.
 pub fn format_rfc3339(t: OffsetDateTime) -> String {
-    use std::fmt::Write;
     if !t.offset().is_utc() || !(0..=9999).contains(&t.year()) {
         return t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string());
     }
-    let mut out = String::with_capacity(30);
+    // `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` at most, written digit by digit.
+    let mut out = [0u8; 30];
     let (h, m, sec, nanos) = t.to_hms_nano();
-    let _ = write!(out, "{:04}-{:02}-{:02}T{h:02}:{m:02}:{sec:02}", t.year(), t.month() as u8, t.day());
-    if nanos != 0 {
-        let digits = format!("{nanos:09}");
-        let _ = write!(out, ".{}", digits.trim_end_matches('0'));
+    let fields = [(t.year() as u32, 4), (t.month() as u32, 2), (t.day() as u32, 2), (h as u32, 2), (m as u32, 2), (sec as u32, 2)];
+    let mut len = 0;
+    for (i, (value, width)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out[len] = b"--T::"[i - 1];
+            len += 1;
+        }
+        put_digits(&mut out[len..len + width], value);
+        len += width;
     }
-    out.push('Z');
-    out
+    if nanos != 0 {
+        out[len] = b'.';
+        put_digits(&mut out[len + 1..len + 10], nanos);
+        len += 10;
+        while out[len - 1] == b'0' {
+            len -= 1;
+        }
+    }
+    out[len] = b'Z';
+    out[..=len].iter().map(|&b| b as char).collect()
+}
+
+/// `value` as decimal digits filling `into`, zero-padded on the left.
+fn put_digits(into: &mut [u8], mut value: u32) {
+    for d in into.iter_mut().rev() {
+        *d = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// Parse an RFC 3339 timestamp or a plain `YYYY-MM-DD` date (midnight UTC).

@@ -2,9 +2,12 @@
 //!
 //! A small registry of labelled counters and gauges; each call site names what
 //! happened (`webhook`, `decision`, `writeback`, …) and the registry renders
-//! them at `/metrics`. Counters are kept in one mutex-guarded map: an
-//! increment costs a lock and a hash, far below a network round trip.
+//! them at `/metrics`. Counters are kept in one mutex-guarded map per family,
+//! keyed by the rendered label set; the labels are rendered into a reused
+//! per-thread buffer, so an increment of a series seen before costs a lock
+//! and two lookups and allocates nothing.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,10 +17,32 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
 #[derive(Default)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
-    gauges: Mutex<BTreeMap<(&'static str, String), f64>>,
+    counters: Mutex<Series<u64>>,
+    gauges: Mutex<Series<f64>>,
     commits: AtomicU64,
     committed_jobs: AtomicU64,
+}
+
+/// Family name → rendered label set → value.
+type Series<V> = BTreeMap<&'static str, BTreeMap<String, V>>;
+
+thread_local! {
+    static LABELS: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Find (or start at `V::default()`) the series of `name` with these labels
+/// and apply `f` to its value.
+fn with_series<V: Default>(series: &Mutex<Series<V>>, name: &'static str, pairs: &[(&str, &str)], f: impl FnOnce(&mut V)) {
+    LABELS.with_borrow_mut(|buf| {
+        buf.clear();
+        write_labels(buf, pairs);
+        let mut m = series.lock().unwrap_or_else(|p| p.into_inner());
+        let family = m.entry(name).or_default();
+        match family.get_mut(buf.as_str()) {
+            Some(v) => f(v),
+            None => f(family.entry(buf.clone()).or_default()),
+        }
+    })
 }
 
 /// Help text for each metric family.
@@ -36,8 +61,7 @@ const HELP: &[(&str, &str)] = &[
     ("ordersync_dead_letters", "Write-back steps in the dead-letter list."),
 ];
 
-fn labels(pairs: &[(&str, &str)]) -> String {
-    let mut s = String::new();
+fn write_labels(s: &mut String, pairs: &[(&str, &str)]) {
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             s.push(',');
@@ -53,7 +77,6 @@ fn labels(pairs: &[(&str, &str)]) -> String {
         }
         s.push('"');
     }
-    s
 }
 
 impl Metrics {
@@ -62,19 +85,18 @@ impl Metrics {
     }
 
     pub fn add(&self, name: &'static str, pairs: &[(&str, &str)], n: u64) {
-        let key = (name, labels(pairs));
-        let mut m = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry(key).or_insert(0) += n;
+        with_series(&self.counters, name, pairs, |v| *v += n);
     }
 
     pub fn set(&self, name: &'static str, pairs: &[(&str, &str)], v: f64) {
-        let mut m = self.gauges.lock().unwrap_or_else(|p| p.into_inner());
-        m.insert((name, labels(pairs)), v);
+        with_series(&self.gauges, name, pairs, |g| *g = v);
     }
 
     pub fn counter(&self, name: &'static str, pairs: &[(&str, &str)]) -> u64 {
+        let mut labels = String::new();
+        write_labels(&mut labels, pairs);
         let m = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(&(name, labels(pairs))).copied().unwrap_or(0)
+        m.get(name).and_then(|f| f.get(&labels)).copied().unwrap_or(0)
     }
 
     /// Durable transactions committed so far.
@@ -93,14 +115,14 @@ impl Metrics {
         let mut families: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
         {
             let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-            for ((name, l), v) in c.iter() {
-                families.entry(name).or_default().push((l.clone(), v.to_string()));
+            for (name, series) in c.iter() {
+                families.entry(name).or_default().extend(series.iter().map(|(l, v)| (l.clone(), v.to_string())));
             }
         }
         {
             let g = self.gauges.lock().unwrap_or_else(|p| p.into_inner());
-            for ((name, l), v) in g.iter() {
-                families.entry(name).or_default().push((l.clone(), v.to_string()));
+            for (name, series) in g.iter() {
+                families.entry(name).or_default().extend(series.iter().map(|(l, v)| (l.clone(), v.to_string())));
             }
         }
         families
@@ -139,5 +161,18 @@ mod tests {
         let text = m.render();
         assert!(text.contains("ordersync_webhooks_total{workflow=\"a\",result=\"accepted\"} 2"), "{text}");
         assert!(text.contains("# TYPE ordersync_webhooks_total counter"));
+        assert_eq!(m.counter("ordersync_webhooks_total", &[("workflow", "a"), ("result", "accepted")]), 2);
+        assert_eq!(m.counter("ordersync_webhooks_total", &[("workflow", "b"), ("result", "accepted")]), 0);
+    }
+
+    #[test]
+    fn a_gauge_holds_its_last_value_per_label_set() {
+        let m = Metrics::default();
+        m.set("ordersync_queue_depth", &[], 5.0);
+        m.set("ordersync_queue_depth", &[], 3.0);
+        m.set("ordersync_config_version", &[("source", "a \"b\"")], 7.0);
+        let text = m.render();
+        assert!(text.contains("ordersync_queue_depth 3\n"), "{text}");
+        assert!(text.contains("ordersync_config_version{source=\"a \\\"b\\\"\"} 7\n"), "{text}");
     }
 }
