@@ -2,10 +2,10 @@
 //!
 //! A small registry of labelled counters and gauges; each call site names what
 //! happened (`webhook`, `decision`, `writeback`, …) and the registry renders
-//! them at `/metrics`. Counters are kept in one mutex-guarded map per family,
-//! keyed by the rendered label set; the labels are rendered into a reused
-//! per-thread buffer, so an increment of a series seen before costs a lock
-//! and two lookups and allocates nothing.
+//! them at `/metrics`. Counters sit under one mutex, a map per family keyed
+//! by the rendered label set; labels are rendered into a reused per-thread
+//! buffer, so an increment of a series seen before costs a lock and two
+//! lookups and allocates nothing.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
