@@ -2,9 +2,9 @@
 //!
 //! A small registry of labelled counters and gauges; each call site names what
 //! happened (`webhook`, `decision`, `writeback`, …) and the registry renders
-//! them at `/metrics`. Counters sit under one mutex, a map per family keyed
-//! by the rendered label set; labels are rendered into a reused per-thread
-//! buffer, so an increment of a series seen before costs a lock and two
+//! them at `/metrics`. Counters and gauges each sit under one mutex, a map
+//! per family keyed by the rendered label set; labels are rendered into a
+//! reused per-thread buffer, so an increment of a series seen before costs a lock and two
 //! lookups and allocates nothing.
 
 use std::cell::RefCell;
@@ -43,6 +43,14 @@ fn with_series<V: Default>(series: &Mutex<Series<V>>, name: &'static str, pairs:
             None => f(family.entry(buf.clone()).or_default()),
         }
     })
+}
+
+/// Each series of `series` as (labels, value) rows of its family.
+fn rows_of<V: ToString>(series: &Mutex<Series<V>>, families: &mut BTreeMap<&'static str, Vec<(String, String)>>) {
+    let m = series.lock().unwrap_or_else(|p| p.into_inner());
+    for (name, values) in m.iter() {
+        families.entry(name).or_default().extend(values.iter().map(|(l, v)| (l.clone(), v.to_string())));
+    }
 }
 
 /// Help text for each metric family.
@@ -113,18 +121,8 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut families: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
-        {
-            let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-            for (name, series) in c.iter() {
-                families.entry(name).or_default().extend(series.iter().map(|(l, v)| (l.clone(), v.to_string())));
-            }
-        }
-        {
-            let g = self.gauges.lock().unwrap_or_else(|p| p.into_inner());
-            for (name, series) in g.iter() {
-                families.entry(name).or_default().extend(series.iter().map(|(l, v)| (l.clone(), v.to_string())));
-            }
-        }
+        rows_of(&self.counters, &mut families);
+        rows_of(&self.gauges, &mut families);
         families
             .entry("ordersync_store_commits_total")
             .or_default()
