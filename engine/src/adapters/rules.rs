@@ -181,6 +181,14 @@ impl RuleInputs {
         self.scope.push_dynamic(name, dynamic_of(value));
     }
 
+    /// Set a variable straight from a serializable value: what `set` would
+    /// make of its JSON, without building the JSON first.
+    pub fn set_serialized<T: serde::Serialize>(&mut self, name: &str, value: &T) -> Result<(), String> {
+        let dynamic = rhai::serde::to_dynamic(value).map_err(|e| format!("{name} cannot be handed to the rule: {e}"))?;
+        self.scope.push_dynamic(name, dynamic);
+        Ok(())
+    }
+
     /// Set `name.field` on a map variable set before (e.g. `order.raw`);
     /// nothing happens when `name` is not a map.
     pub fn set_field(&mut self, name: &str, field: &str, value: &Value) {
@@ -307,6 +315,26 @@ mod tests {
         assert_eq!(back["big"], json!(u64::MAX as f64), "beyond i64 a number becomes a float");
         back["big"] = value["big"].clone();
         assert_eq!(back, value);
+    }
+
+    #[test]
+    fn a_serialized_input_is_what_its_json_would_give() {
+        #[derive(serde::Serialize)]
+        struct Level {
+            on_hand: i64,
+            eta: Option<String>,
+            refs: std::collections::BTreeMap<String, Value>,
+            locations: Vec<(String, i64)>,
+        }
+        let refs = [("tags".to_string(), json!(["a", 1, null])), ("big".to_string(), json!(u64::MAX))].into();
+        let level = Level { on_hand: -3, eta: None, refs, locations: vec![("shelf".into(), 4)] };
+        let stock = std::collections::BTreeMap::from([("PB-1".to_string(), level)]);
+        let mut direct = RuleInputs::default();
+        direct.set_serialized("stock", &stock).unwrap();
+        let mut via_json = RuleInputs::default();
+        via_json.set("stock", &serde_json::to_value(&stock).unwrap());
+        let seen = |inputs: &RuleInputs| format!("{:?}", inputs.scope.get_value::<Dynamic>("stock").unwrap());
+        assert_eq!(seen(&direct), seen(&via_json));
     }
 
     #[test]

@@ -136,7 +136,8 @@ pub(super) async fn handle(
             Committed::Done { writeback } => {
                 METRICS.inc("ordersync_decisions_total", &[("workflow", &wf.name), ("decision", decision.as_str())]);
                 if let Some(fresh) = writeback {
-                    writeback::run_fresh(rt, cfg, *fresh, &payload, base.into_fields()).await;
+                    let fields = base.into_fields();
+                    writeback::run_fresh(rt, cfg, *fresh, payload, fields).await;
                 }
                 return Ok(Attempt::Finished);
             }
@@ -259,7 +260,7 @@ pub(super) fn decide(
     if flow.rule.reads_raw {
         inputs.set_field("order", "raw", base.payload);
     }
-    inputs.set("stock", &serde_json::to_value(&views).expect("stock views serialize"));
+    inputs.set_serialized("stock", &views)?;
     let (outcome, took) = cfg.rules.decide_with(&flow.rule, inputs).map_err(|e| e.to_string())?;
     audit.push(AuditEntry {
         at: rt.now(),

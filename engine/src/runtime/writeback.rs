@@ -68,7 +68,7 @@ pub struct FreshWriteback {
 
 /// Run a job just committed, with the payload and the decision's context
 /// (`order` without `raw`, `values`, `params`) in hand.
-pub async fn run_fresh(rt: &Runtime, cfg: &ConfigSet, fresh: FreshWriteback, payload: &Value, decided_in: Value) {
+pub async fn run_fresh(rt: &Runtime, cfg: &ConfigSet, fresh: FreshWriteback, payload: Value, decided_in: Value) {
     let order_id = fresh.record.order.id.clone();
     let FreshWriteback { job, record, stored } = fresh;
     if let Err(e) = execute(rt, cfg, job, Known { record, stored: Some(stored) }, payload, Some(decided_in), false).await {
@@ -84,7 +84,7 @@ async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) -
         return Ok(());
     };
     let payload: Value = rt.store.payload(order_id)?.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
-    execute(rt, cfg, job, Known { record, stored: None }, &payload, None, resumed).await
+    execute(rt, cfg, job, Known { record, stored: None }, payload, None, resumed).await
 }
 
 /// The order record a write-back runs for, and its bytes as stored when
@@ -99,7 +99,7 @@ async fn execute(
     cfg: &ConfigSet,
     job: WritebackJob,
     known: Known,
-    payload: &Value,
+    payload: Value,
     decided_in: Option<Value>,
     resumed: bool,
 ) -> Result<(), StoreError> {
@@ -126,7 +126,7 @@ async fn execute(
         if any_step_uses(&Template::reads_raw)
             && let Some(Value::Object(order)) = fields.get_mut("order")
         {
-            order.insert("raw".into(), payload.clone());
+            order.insert("raw".into(), payload);
         }
         if any_step_uses(&|t| t.may_read("stock")) {
             fields.insert("stock".into(), serde_json::to_value(&record.stock_seen).unwrap_or(Value::Null));
