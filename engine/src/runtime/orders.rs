@@ -6,6 +6,7 @@
 //! decision, the reservation, the waitlist entries and the outbox job
 //! together, and both decide again when stock vanished in the meantime.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,7 +104,6 @@ pub(super) async fn handle(
             return commit_error(rt, cfg, order, payload, &ev, audit, message).await.map(|_| Attempt::Finished);
         }
     };
-    let refs: BTreeMap<String, BTreeMap<String, Value>> = reported.iter().map(|(k, r)| (k.clone(), r.refs.clone())).collect();
     // The payload as delivered, unless fetches completed it.
     let payload_bytes: Arc<[u8]> = if flow.fetch.is_empty() {
         ev.payload.get().as_bytes().into()
@@ -114,7 +114,7 @@ pub(super) async fn handle(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let views = views(rt, cfg, wf, &reported, &refs, &now)?;
+        let views = views(rt, cfg, wf, &reported, &now)?;
         let decided = match decide(rt, cfg, flow, &base, &order, views, &mut audit) {
             Ok(d) => d,
             Err(message) => {
@@ -204,7 +204,6 @@ fn views(
     cfg: &ConfigSet,
     wf: &Workflow,
     reported: &BTreeMap<String, ReportedStock>,
-    refs: &BTreeMap<String, BTreeMap<String, Value>>,
     now: &str,
 ) -> Result<BTreeMap<String, StockView>, StoreError> {
     let conn = &wf.connection;
@@ -216,19 +215,19 @@ fn views(
     for ((sku, r), ledger) in reported.iter().zip(pictures) {
         let safety = cfg.inventory.safety_stock(sku);
         let view = if cfg.inventory.accepts_report(sku, &conn.name) || ledger.rows.is_empty() {
-            let mut r = r.clone();
+            let mut r = Cow::Borrowed(r);
             if excludes {
                 let held = ledger.reserved_by_prefix;
-                match r.levels.first_mut() {
+                let levels = &mut r.to_mut().levels;
+                match levels.first_mut() {
                     Some(first) => first.1 += held,
-                    None if held > 0 => r.levels.push(("default".into(), held)),
+                    None if held > 0 => levels.push(("default".into(), held)),
                     None => {}
                 }
             }
             ledger::view_of_report(&r, ledger.reserved, safety)
         } else {
-            let refs = refs.get(sku).cloned().unwrap_or_default();
-            ledger::view_of_ledger(sku, &ledger.rows, ledger.reserved, safety, &ledger.incoming, refs, now)
+            ledger::view_of_ledger(sku, &ledger.rows, ledger.reserved, safety, &ledger.incoming, r.refs.clone(), now)
         };
         out.insert(sku.clone(), view);
     }
