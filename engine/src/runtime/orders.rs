@@ -90,8 +90,8 @@ pub(super) async fn handle(
         message: format!("event {} mapped to order {} with {} line(s)", ev.id, order.number, order.lines.len()),
         call: None,
     }];
-    let base = OrderContext::new(wf, flow, &order, &payload, &now);
-    let reported = match lookup_stock(rt, cfg, wf, flow, &order, &base, &mut audit, budget).await {
+    let mut base = OrderContext::new(wf, flow, &order, &payload, &now);
+    let reported = match lookup_stock(rt, cfg, wf, flow, &order, &mut base, &mut audit, budget).await {
         // A platform whose figures leave out its open orders has left this
         // one out too: count its units back, as those of its other open orders are.
         Ok(r) if wf.connection.connector.reported_excludes_open_orders => with_own_units(r, &order),
@@ -178,13 +178,23 @@ impl<'a> OrderContext<'a> {
         self.fields
     }
 
-    /// The context as a value, with `order.raw` when `with_raw`.
-    pub fn to_value(&self, with_raw: bool) -> Value {
-        let mut v = self.fields.clone();
-        if let (true, Some(Value::Object(order))) = (with_raw, v.get_mut("order")) {
+    /// The context to add a request's own fields to (`sku`, `line`), with
+    /// `order.raw` when `with_raw`; `take_back` removes them again.
+    fn lend(&mut self, with_raw: bool) -> &mut Value {
+        if let (true, Some(Value::Object(order))) = (with_raw, self.fields.get_mut("order")) {
             order.insert("raw".into(), self.payload.clone());
         }
-        v
+        &mut self.fields
+    }
+
+    fn take_back(&mut self) {
+        if let Value::Object(fields) = &mut self.fields {
+            fields.remove("sku");
+            fields.remove("line");
+            if let Some(Value::Object(order)) = fields.get_mut("order") {
+                order.remove("raw");
+            }
+        }
     }
 }
 
@@ -361,25 +371,41 @@ async fn lookup_stock(
     wf: &Workflow,
     flow: &OrderFlow,
     order: &Order,
-    base: &OrderContext<'_>,
+    base: &mut OrderContext<'_>,
+    audit: &mut Vec<AuditEntry>,
+    budget: Duration,
+) -> Result<BTreeMap<String, ReportedStock>, LookupFailure> {
+    let needs_raw = std::iter::once(&flow.stock.request).chain(&flow.stock.also).any(|r| wf.connection.connector.request_reads_raw(r));
+    // One context for every SKU, the order's own: each lookup sets its own
+    // `sku` and `line`, and they leave with `raw` once all are done.
+    let found = lookup_each_sku(rt, cfg, wf, flow, order, base.lend(needs_raw), audit, budget).await;
+    base.take_back();
+    found
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn lookup_each_sku(
+    rt: &Runtime,
+    cfg: &ConfigSet,
+    wf: &Workflow,
+    flow: &OrderFlow,
+    order: &Order,
+    ctx: &mut Value,
     audit: &mut Vec<AuditEntry>,
     budget: Duration,
 ) -> Result<BTreeMap<String, ReportedStock>, LookupFailure> {
     let mut out = BTreeMap::new();
     let now = rt.now();
-    let needs_raw = std::iter::once(&flow.stock.request).chain(&flow.stock.also).any(|r| wf.connection.connector.request_reads_raw(r));
-    // One context for every SKU: each lookup sets its own `sku` and `line`.
-    let mut ctx = base.to_value(needs_raw);
     for sku in order.qty_by_sku().keys() {
         ctx["sku"] = Value::String(sku.to_string());
         ctx["line"] =
             order.lines.iter().find(|l| l.sku == *sku).map_or(Value::Null, |line| serde_json::to_value(line).expect("lines serialize"));
         let opts = SendOptions { budget: Some(budget), ..SendOptions::default() };
-        let mut answer = rt.http.send_with(&cfg.templates, &wf.connection, &flow.stock.request, &ctx, opts).await;
+        let mut answer = rt.http.send_with(&cfg.templates, &wf.connection, &flow.stock.request, ctx, opts).await;
         // Further requests add what the first one lacks (a product's status, say).
         for also in &flow.stock.also {
             let Ok(first) = &mut answer else { break };
-            match rt.http.send_with(&cfg.templates, &wf.connection, also, &ctx, opts).await {
+            match rt.http.send_with(&cfg.templates, &wf.connection, also, ctx, opts).await {
                 Ok(more) => {
                     if let (Value::Object(into), Value::Object(from)) = (&mut first.extracts, more.extracts) {
                         for (k, v) in from {

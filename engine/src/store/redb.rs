@@ -576,10 +576,11 @@ impl WriteTx<'_> {
 
     /// Store an event unless one of its delivery ids was seen before.
     pub fn enqueue_event(&mut self, ev: NewEvent) -> Result<Enqueued, StoreError> {
+        let keys: Vec<String> = ev.delivery_ids.iter().map(|d| delivery_key(&ev.workflow, d)).collect();
         {
             let deliveries = self.deliveries()?;
-            for d in &ev.delivery_ids {
-                if let Some(first) = deliveries.get(delivery_key(&ev.workflow, d).as_str()).map_err(storage)? {
+            for key in &keys {
+                if let Some(first) = deliveries.get(key.as_str()).map_err(storage)? {
                     return Ok(Enqueued::Duplicate(first.value()));
                 }
             }
@@ -595,7 +596,7 @@ impl WriteTx<'_> {
         };
         let bytes = encode(&record);
         let deliveries = self.deliveries()?;
-        let r = record.delivery_ids.iter().try_for_each(|d| deliveries.insert(delivery_key(&record.workflow, d).as_str(), id).map(|_| ()));
+        let r = keys.iter().try_for_each(|key| deliveries.insert(key.as_str(), id).map(|_| ()));
         r.map_err(|e| self.failed(e))?;
         let r = self.events()?.insert(id, bytes.as_slice()).map(|_| ());
         r.map_err(|e| self.failed(e))?;
