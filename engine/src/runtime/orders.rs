@@ -110,7 +110,8 @@ pub(super) async fn handle(
     } else {
         serde_json::to_vec(&payload).expect("JSON values serialize").into()
     };
-    let reported_list: Arc<[ReportedStock]> = reported.values().cloned().collect();
+    // In SKU order, shared by the decision's attempts and their commits.
+    let reported: Arc<[ReportedStock]> = reported.into_values().collect();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -128,7 +129,7 @@ pub(super) async fn handle(
             payload: Some(payload_bytes.clone()),
             event: Some((ev.id, ev.received_at.clone())),
             previous: None,
-            reported: reported_list.clone(),
+            reported: reported.clone(),
             decided,
             audit: audit.clone(),
         };
@@ -213,16 +214,17 @@ fn views(
     rt: &Runtime,
     cfg: &ConfigSet,
     wf: &Workflow,
-    reported: &BTreeMap<String, ReportedStock>,
+    reported: &[ReportedStock],
     now: &str,
 ) -> Result<BTreeMap<String, StockView>, StoreError> {
     let conn = &wf.connection;
     let mut out = BTreeMap::new();
     let own_prefix = format!("{}:", conn.name);
     let excludes = conn.connector.reported_excludes_open_orders;
-    let skus: Vec<&str> = reported.keys().map(String::as_str).collect();
+    let skus: Vec<&str> = reported.iter().map(|r| r.sku.as_str()).collect();
     let pictures = rt.store.sku_pictures(&skus, excludes.then_some(own_prefix.as_str()))?;
-    for ((sku, r), ledger) in reported.iter().zip(pictures) {
+    for (r, ledger) in reported.iter().zip(pictures) {
+        let sku = &r.sku;
         let safety = cfg.inventory.safety_stock(sku);
         let view = if cfg.inventory.accepts_report(sku, &conn.name) || ledger.rows.is_empty() {
             let mut r = Cow::Borrowed(r);
