@@ -378,8 +378,8 @@ async fn lookup_stock(
     budget: Duration,
 ) -> Result<BTreeMap<String, ReportedStock>, LookupFailure> {
     let needs_raw = std::iter::once(&flow.stock.request).chain(&flow.stock.also).any(|r| wf.connection.connector.request_reads_raw(r));
-    // One context for every SKU, the order's own: each lookup sets its own
-    // `sku` and `line`, and they leave with `raw` once all are done.
+    // The order's own context serves every SKU: each lookup sets its own
+    // `sku` and `line`; those and `raw` are taken out again when all are done.
     let found = lookup_each_sku(rt, cfg, wf, flow, order, base.lend(needs_raw), audit, budget).await;
     base.take_back();
     found
