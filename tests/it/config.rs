@@ -112,6 +112,28 @@ fn unknown_keys_suggest_the_right_one() {
 }
 
 #[test]
+fn a_multi_sku_lookup_is_checked_and_kept_to_the_stock_request() {
+    let b = Broken::new("per-sku-step");
+    let line = b.edit("workflows/shopify-orders.yaml", "request: cancel_order", "request: inventory_by_skus # instead of cancel_order");
+    let d = b.expect("shopify-orders.yaml", line, "request `inventory_by_skus` looks up several SKUs at once");
+    assert_eq!(d.field, "on.reject.2.request");
+
+    let b = Broken::new("per-sku-max");
+    let line = b.edit("connectors.d/shopify.yaml", "      max: 5\n", "      max: 0\n");
+    let d = b.expect("shopify.yaml", line, "`max` must be between 1 and 250");
+    assert_eq!(d.field, "requests.inventory_by_skus.per_sku.max");
+
+    // Its context has the batch, not one SKU's line.
+    let b = Broken::new("per-sku-reads");
+    b.edit("connectors.d/shopify.yaml", "sku:{{json this}}{{/each}}", "sku:{{json this}}{{/each}} {{line.qty}}");
+    let set = load(&ConfigPaths::new(&b.dir, None), LoadOptions { resolve_secrets: false, ..LoadOptions::default() }).unwrap();
+    let text: Vec<String> = set.warnings.iter().map(|w| w.to_string()).collect();
+    let all = text.join("\n");
+    assert!(all.contains("reads `line.qty`: `line` is not in this stock lookup's context (skus, sku_count,"), "{all}");
+    assert!(!all.contains("reads `skus`") && !all.contains("reads `this`"), "{all}");
+}
+
+#[test]
 fn dangling_references_are_reported_where_they_are_written() {
     let b = Broken::new("dangling");
     let line = b.edit("workflows/shopify-orders.yaml", "request: cancel_order", "request: cancel_ordr");

@@ -25,6 +25,16 @@ async fn each_decision_is_written_back_in_shopify_terms() {
     assert_eq!(r["order"]["status"], "rejected", "{r}");
     assert!(r["order"]["reason"].as_str().unwrap().contains("discontinued"));
 
+    // Both SKUs of the first order were looked up in one request: one call
+    // per order reached Shopify, and the first order's audit has a lookup
+    // entry per SKU, the call on the first.
+    assert_eq!(env.sandbox.shopify.requests("productVariants"), 3);
+    let audit = a_audit(&daemon, approved).await;
+    let lookups: Vec<&serde_json::Value> = audit.as_array().unwrap().iter().filter(|e| e["kind"] == "lookup").collect();
+    assert_eq!(lookups.len(), 2, "{audit}");
+    assert_eq!(lookups[0]["call"]["request"], "inventory_by_skus", "{audit}");
+    assert!(lookups[1]["call"].is_null(), "{audit}");
+
     let erp = &env.sandbox.erp;
     let a = erp.order(approved).unwrap();
     assert!(a.tags.contains("stock-approved") && a.state == OrderState::Open);

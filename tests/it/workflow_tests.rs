@@ -71,7 +71,7 @@ fn a_failing_case_shows_what_differs() {
     assert!(out.contains("FAIL ") && out.contains(":: a pinball machine and coils in stock are approved and tagged"), "{out}");
     assert!(out.contains("request 1 (add_tags) differs"), "{out}");
     assert!(out.contains("-         \"stock-aproved\"") && out.contains("+         \"stock-approved\""), "{out}");
-    assert!(out.contains("8 passed, 1 failed"), "{out}");
+    assert!(out.contains("9 passed, 1 failed"), "{out}");
 }
 
 #[test]
@@ -85,8 +85,10 @@ cases:
     trigger:
       payload_file: ../../examples/payloads/shopify-orders-create.json
     responses:
-      inventory_by_sku:
-        - body: { data: { productVariants: { nodes: [ { sku: x, product: { status: ACTIVE, tags: [] }, inventoryItem: { inventoryLevels: { nodes: [ { location: { id: L }, quantities: [ { name: on_hand, quantity: 9 } ] } ] } } } ] } } }
+      inventory_by_skus:
+        - body: { data: { productVariants: { nodes: [
+            { sku: PB-STERN-GODZ-PRO, product: { status: ACTIVE, tags: [] }, inventoryItem: { inventoryLevels: { nodes: [ { location: { id: L }, quantities: [ { name: on_hand, quantity: 9 } ] } ] } } },
+            { sku: SP-FLIPPER-COIL-2550, product: { status: ACTIVE, tags: [] }, inventoryItem: { inventoryLevels: { nodes: [ { location: { id: L }, quantities: [ { name: on_hand, quantity: 9 } ] } ] } } } ] } } }
       add_tags:
         - status: 503
           body: { errors: "Service Unavailable" }
@@ -97,7 +99,7 @@ cases:
     trigger:
       payload: { id: 77, admin_graphql_api_id: "gid://shopify/Order/77", line_items: [ { sku: CC-CLAW-MINI, quantity: 1 } ] }
     responses:
-      inventory_by_sku:
+      inventory_by_skus:
         - body: { data: { productVariants: { nodes: [ { sku: CC-CLAW-MINI, product: { status: ACTIVE, tags: [discontinued] }, inventoryItem: { inventoryLevels: { nodes: [] } } } ] } } }
       add_tags:
         - body: { data: { tagsAdd: { userErrors: [] } } }
@@ -126,7 +128,7 @@ fn a_malformed_test_file_is_reported_with_its_position() {
     let d = setup("wt-bad");
     std::fs::write(
         d.0.join("workflows/tests/bad.test.yaml"),
-        "workflow: shopify-orders\ncases:\n  - name: x\n    trigger:\n      payload: {}\n    responses:\n      inventory_by_skus: []\n    expect:\n      decison: approve\n",
+        "workflow: shopify-orders\ncases:\n  - name: x\n    trigger:\n      payload: {}\n    responses:\n      inventory_by_skuss: []\n    expect:\n      decison: approve\n",
     )
     .unwrap();
     let (code, out) = run(&d.0, &["workflows/tests/bad.test.yaml"]);
@@ -136,11 +138,11 @@ fn a_malformed_test_file_is_reported_with_its_position() {
         "{out}"
     );
 
-    std::fs::write(d.0.join("workflows/tests/bad.test.yaml"), "workflow: shopify-orders\ncases:\n  - name: x\n    trigger:\n      payload: {}\n    responses:\n      inventory_by_skus: []\n    expect: {}\n").unwrap();
+    std::fs::write(d.0.join("workflows/tests/bad.test.yaml"), "workflow: shopify-orders\ncases:\n  - name: x\n    trigger:\n      payload: {}\n    responses:\n      inventory_by_skuss: []\n    expect: {}\n").unwrap();
     let (code, out) = run(&d.0, &["workflows/tests/bad.test.yaml"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("bad.test.yaml:7:"), "{out}");
-    assert!(out.contains("has no request `inventory_by_skus`") && out.contains("did you mean `inventory_by_sku`?"), "{out}");
+    assert!(out.contains("has no request `inventory_by_skuss`") && out.contains("did you mean `inventory_by_skus`?"), "{out}");
 }
 
 #[test]

@@ -105,6 +105,8 @@ pub async fn steps(source: &Path, budget: Duration) -> anyhow::Result<StepsRepor
         json!({ "order": crate::runtime::orders::order_json(&order, &payload), "values": conn.values, "params": flow.params, "now": now });
     ctx["sku"] = json!(order.lines[0].sku);
     ctx["line"] = serde_json::to_value(&order.lines[0])?;
+    ctx["skus"] = json!([order.lines[0].sku]);
+    ctx["sku_count"] = json!(1);
     let lookup = &flow.stock.request;
     out.push(measure("template rendering (stock lookup request)", budget, || {
         let scope = cfg.templates.scope(&ctx);
@@ -117,7 +119,10 @@ pub async fn steps(source: &Path, budget: Duration) -> anyhow::Result<StepsRepor
     // Extracting stock from Shopify's answer.
     let answer = shopify_inventory_answer(&order.lines[0].sku);
     out.push(measure("JSONPath extraction (stock answer)", budget, || {
-        let _ = crate::connector::extract::extract_object(&lookup.extract, &answer);
+        let _ = match &lookup.per_sku {
+            Some(per) => crate::connector::extract::extract_per_sku(per, &lookup.extract, &answer),
+            None => crate::connector::extract::extract_object(&lookup.extract, &answer),
+        };
     }));
 
     // The rule over the order and its stock.

@@ -63,13 +63,16 @@ pub fn lint(
                 }
             }
             for (name, v, why) in std::iter::once(&flow.stock.request).chain(&flow.stock.also).flat_map(|r| {
-                reads(r, &|root, rest| match root {
-                    "sku" | "now" | "line" => None,
+                // A multi-SKU lookup is given its batch; any other, its one SKU.
+                let (own, listed) =
+                    if r.per_sku.is_some() { (["skus", "sku_count"], "skus, sku_count") } else { (["sku", "line"], "sku, line") };
+                reads(r, &move |root, rest| match root {
+                    _ if own.contains(&root) => None,
+                    "now" | "params" => None,
                     "order" => order_field(rest),
                     "values" => value_field(&wf.connection.connector, rest),
-                    "params" => None,
                     "session" | "secrets" => auth_field(&wf.connection.connector, root, rest),
-                    other => Some(format!("`{other}` is not in a stock lookup's context (sku, line, order, values, params, now)")),
+                    other => Some(format!("`{other}` is not in this stock lookup's context ({listed}, order, values, params, now)")),
                 })
                 .into_iter()
                 .map(move |(v, why)| (r.name.clone(), v, why))

@@ -337,9 +337,14 @@ pub struct RequestRaw {
     pub content_type: Option<String>,
     /// A form-encoded body; each value is a template.
     pub form: Option<BTreeMap<String, String>>,
-    /// Values to pull out of the response, by name.
+    /// Values to pull out of the response, by name (with `per_sku`, out of
+    /// each SKU's item).
     #[serde(default)]
     pub extract: BTreeMap<String, ExtractRaw>,
+    /// A stock lookup that answers for several SKUs at once: its context has
+    /// `skus` (and `sku_count`) instead of `sku`, and the answer holds one
+    /// item per SKU found.
+    pub per_sku: Option<PerSkuRaw>,
     /// JSONPath to errors reported inside a 2xx response (e.g. GraphQL `userErrors`).
     pub user_errors: Option<String>,
     /// JSONPath that must match something other than null, false or empty in
@@ -354,6 +359,18 @@ pub struct RequestRaw {
     /// that may have taken effect (a timeout, a reset, a 5xx, a restart), run
     /// `request` and skip the resend when `done_when` matches its answer.
     pub check: Option<CheckRaw>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PerSkuRaw {
+    /// JSONPath of the items in the answer, one per SKU found.
+    pub items: String,
+    /// JSONPath of an item's SKU, relative to the item.
+    pub sku: String,
+    /// Most SKUs asked for in one request (the platform's page or query-cost
+    /// limit); an order with more is looked up in several requests.
+    pub max: usize,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -769,7 +786,8 @@ impl<'de> Deserialize<'de> for SkuSourceRaw {
 #[serde(deny_unknown_fields)]
 pub struct StockLookupRaw {
     /// Connector request run once per SKU with `sku` (and `line`, the first
-    /// order line of the SKU) in its context. It must extract `on_hand` or
+    /// order line of the SKU) in its context, or, when it has `per_sku`,
+    /// once for up to its `max` SKUs with `skus` and `sku_count`. It must extract `on_hand` or
     /// `available`, or `levels` (items with `location` and
     /// `on_hand`/`available`); `incoming` (items with `qty` and `eta`, or one
     /// number) is optional; every other extract is passed on as `refs`.

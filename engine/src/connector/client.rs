@@ -25,7 +25,7 @@ use super::{Body, Connection, DoneWhen, JsonTemplate, RequestSpec};
 use crate::adapters::jsonpath::{Condition, JsonPath};
 use crate::adapters::template::{RenderFailure, Scope, Templates, percent_encode};
 use crate::config::secret::Secret;
-use crate::connector::extract::extract_object;
+use crate::connector::extract::{extract_object, extract_per_sku};
 use crate::telemetry::redact::redact;
 
 /// Largest response body read; larger answers are cut and treated as non-JSON.
@@ -589,11 +589,12 @@ impl HttpClient {
                 ));
             }
         }
-        let extracts = if req.extract.is_empty() {
-            Value::Object(Map::new())
-        } else {
-            extract_object(&req.extract, &body).map_err(|e| fail(summary.clone(), format!("{}: {e}", req.name), false, false, None))?
+        let extracted = match &req.per_sku {
+            Some(per) => extract_per_sku(per, &req.extract, &body),
+            None if req.extract.is_empty() => Ok(Value::Object(Map::new())),
+            None => extract_object(&req.extract, &body),
         };
+        let extracts = extracted.map_err(|e| fail(summary.clone(), format!("{}: {e}", req.name), false, false, None))?;
         Ok(Exchange { status, body, extracts, summary, already_done: false, cookies: response.cookies })
     }
 }

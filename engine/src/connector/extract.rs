@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use super::PerSku;
 use crate::adapters::jsonpath::JsonPath;
 
 #[derive(Debug, Clone)]
@@ -83,6 +84,30 @@ pub fn extract_object(fields: &[(String, Extractor)], doc: &Value) -> Result<Val
     Ok(Value::Object(obj))
 }
 
+/// The answer of a multi-SKU lookup, split by SKU: an object from each
+/// item's SKU to `fields` applied to that item. An item without a SKU is
+/// skipped; of several items with one SKU, the first counts (as a one-SKU
+/// lookup takes its first match).
+pub fn extract_per_sku(per: &PerSku, fields: &[(String, Extractor)], doc: &Value) -> Result<Value, MissingValue> {
+    let mut by_sku = Map::new();
+    for item in per.items.query(doc) {
+        let Some(sku) = per.sku.first(item).and_then(sku_text) else { continue };
+        if !by_sku.contains_key(&sku) {
+            let found = extract_object(fields, item)?;
+            by_sku.insert(sku, found);
+        }
+    }
+    Ok(Value::Object(by_sku))
+}
+
+fn sku_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +150,22 @@ mod tests {
         assert_eq!(ex.extract(&json!({"summaries": [{"status": ["DISCOVERABLE", "BUYABLE"]}]})).unwrap(), json!(false));
         assert_eq!(ex.extract(&json!({"summaries": [{"status": ["DISCOVERABLE"]}]})).unwrap(), json!(true));
         assert_eq!(ex.extract(&json!({})).unwrap(), json!(true));
+    }
+
+    #[test]
+    fn a_multi_sku_answer_splits_into_one_object_per_sku() {
+        let per = PerSku { items: p("$.data.nodes[*]"), sku: p("$.sku"), max: 5 };
+        let fields = vec![("on_hand".into(), Extractor::First { path: p("$.qty"), default: Some(json!(0)), required: false })];
+        let doc = json!({"data": {"nodes": [
+            {"sku": "A", "qty": 3},
+            {"sku": 42, "qty": 1},
+            {"sku": "A", "qty": 9},
+            {"qty": 5},
+            {"sku": "B"}
+        ]}});
+        let split = extract_per_sku(&per, &fields, &doc).unwrap();
+        assert_eq!(split, json!({"A": {"on_hand": 3}, "42": {"on_hand": 1}, "B": {"on_hand": 0}}));
+        assert_eq!(extract_per_sku(&per, &fields, &json!({"data": {"nodes": []}})).unwrap(), json!({}));
     }
 
     #[test]

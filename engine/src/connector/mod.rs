@@ -89,7 +89,10 @@ pub struct RequestSpec {
     pub query: Vec<(String, Template)>,
     pub headers: Vec<(String, Template)>,
     pub body: Body,
+    /// With `per_sku`, applied to each SKU's item rather than the whole answer.
     pub extract: Vec<(String, Extractor)>,
+    /// Set for a stock lookup that answers for several SKUs at once.
+    pub per_sku: Option<PerSku>,
     pub user_errors: Option<JsonPath>,
     /// A 2xx answer counts as done only when this matches something truthy.
     pub success_when: Option<JsonPath>,
@@ -98,6 +101,17 @@ pub struct RequestSpec {
     pub check: Option<Check>,
     /// Sent with the connector's auth (false for logins and pre-signed URLs).
     pub authenticate: bool,
+}
+
+/// How one answer of a multi-SKU stock lookup splits into SKUs.
+#[derive(Debug, Clone)]
+pub struct PerSku {
+    /// The items of the answer, one per SKU found.
+    pub items: JsonPath,
+    /// An item's SKU, relative to the item.
+    pub sku: JsonPath,
+    /// Most SKUs asked for in one request.
+    pub max: usize,
 }
 
 impl Connector {

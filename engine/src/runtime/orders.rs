@@ -18,7 +18,9 @@ use super::process::{Attempt, fail_event};
 use super::writeback::{self, FreshWriteback};
 use crate::adapters::rules::{AllocatedLine, RuleInputs, RuleOutcome};
 use crate::config::ConfigSet;
-use crate::connector::client::SendOptions;
+use crate::connector::RequestSpec;
+use crate::connector::client::{CallError, CallSummary, SendOptions};
+use crate::connector::extract::extract_object;
 use crate::inventory::ledger::{self, Effects};
 use crate::model::{Decision, Order, OrderRecord, OrderStatus, StatusChange, StockView, WritebackState};
 use crate::store::{AuditEntry, AuditKind, EventRecord, StoreError, WaitlistEntry, WritebackJob};
@@ -190,8 +192,9 @@ impl<'a> OrderContext<'a> {
 
     fn take_back(&mut self) {
         if let Value::Object(fields) = &mut self.fields {
-            fields.remove("sku");
-            fields.remove("line");
+            for lent in ["sku", "line", "skus", "sku_count"] {
+                fields.remove(lent);
+            }
             if let Some(Value::Object(order)) = fields.get_mut("order") {
                 order.remove("raw");
             }
@@ -365,7 +368,9 @@ struct LookupFailure {
     retryable: bool,
 }
 
-/// Run the stock request once per distinct SKU.
+/// Run the stock request once per distinct SKU, or once per batch of SKUs
+/// when it looks up several at once (`per_sku`), then its `also` requests
+/// per SKU.
 #[allow(clippy::too_many_arguments)]
 async fn lookup_stock(
     rt: &Runtime,
@@ -378,11 +383,18 @@ async fn lookup_stock(
     budget: Duration,
 ) -> Result<BTreeMap<String, ReportedStock>, LookupFailure> {
     let needs_raw = std::iter::once(&flow.stock.request).chain(&flow.stock.also).any(|r| wf.connection.connector.request_reads_raw(r));
-    // The order's own context serves every SKU: each lookup sets its own
-    // `sku` and `line`; those and `raw` are taken out again when all are done.
+    // The order's own context serves every request: each sets its own
+    // `sku` and `line` (or `skus`); those and `raw` are taken out again when all are done.
     let found = lookup_each_sku(rt, cfg, wf, flow, order, base.lend(needs_raw), audit, budget).await;
     base.take_back();
     found
+}
+
+/// What the stock request found for one SKU.
+struct Found {
+    extracts: Value,
+    /// The call, for the audit entry of the first SKU it answered.
+    call: Option<CallSummary>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -396,54 +408,112 @@ async fn lookup_each_sku(
     audit: &mut Vec<AuditEntry>,
     budget: Duration,
 ) -> Result<BTreeMap<String, ReportedStock>, LookupFailure> {
-    let mut out = BTreeMap::new();
-    let now = rt.now();
-    for sku in order.qty_by_sku().keys() {
-        ctx["sku"] = Value::String(sku.to_string());
-        ctx["line"] =
-            order.lines.iter().find(|l| l.sku == *sku).map_or(Value::Null, |line| serde_json::to_value(line).expect("lines serialize"));
-        let opts = SendOptions { budget: Some(budget), ..SendOptions::default() };
-        let mut answer = rt.http.send_with(&cfg.templates, &wf.connection, &flow.stock.request, ctx, opts).await;
-        // Further requests add what the first one lacks (a product's status, say).
-        for also in &flow.stock.also {
-            let Ok(first) = &mut answer else { break };
-            match rt.http.send_with(&cfg.templates, &wf.connection, also, ctx, opts).await {
-                Ok(more) => {
-                    if let (Value::Object(into), Value::Object(from)) = (&mut first.extracts, more.extracts) {
-                        for (k, v) in from {
-                            into.entry(k).or_insert(v);
-                        }
-                    }
-                }
-                Err(e) => answer = Err(e),
+    let opts = SendOptions { budget: Some(budget), ..SendOptions::default() };
+    let (templates, conn, request) = (&cfg.templates, &wf.connection, &flow.stock.request);
+    let skus: Vec<&str> = order.qty_by_sku().into_keys().collect();
+    let mut found: BTreeMap<&str, Found> = BTreeMap::new();
+    match &request.per_sku {
+        None => {
+            for &sku in &skus {
+                set_sku(ctx, order, sku);
+                let ex = rt.http.send_with(templates, conn, request, ctx, opts).await.map_err(|e| lookup_failed(rt, wf, audit, sku, e))?;
+                lookup_ok(wf);
+                found.insert(sku, Found { extracts: ex.extracts, call: Some(ex.summary) });
             }
         }
-        match answer {
-            Ok(ex) => {
-                METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "ok")]);
-                let reported = stock::from_extracts(sku, &ex.extracts, &now)
-                    .map_err(|e| LookupFailure { message: format!("stock lookup for {sku}: {e}"), retryable: false })?;
-                audit.push(AuditEntry {
-                    at: rt.now(),
-                    kind: AuditKind::Lookup,
-                    message: format!("{sku}: on hand {} ({} location(s))", reported.on_hand(), reported.levels.len()),
-                    call: Some(ex.summary),
-                });
-                out.insert(sku.to_string(), reported);
+        Some(per) => {
+            let mut alone = Vec::new();
+            for batch in skus.chunks(per.max) {
+                set_skus(ctx, batch);
+                let ex = rt
+                    .http
+                    .send_with(templates, conn, request, ctx, opts)
+                    .await
+                    .map_err(|e| lookup_failed(rt, wf, audit, &batch.join(", "), e))?;
+                lookup_ok(wf);
+                let mut call = Some(ex.summary);
+                for &sku in batch {
+                    match answer_for(&ex.extracts, sku) {
+                        Some(extracts) => _ = found.insert(sku, Found { extracts: extracts.clone(), call: call.take() }),
+                        // Not in a shared answer: perhaps crowded out of its page
+                        // by other matches; asked again on its own.
+                        None if batch.len() > 1 => alone.push(sku),
+                        None => _ = found.insert(sku, Found { extracts: nothing_found(request), call: call.take() }),
+                    }
+                }
             }
-            Err(e) => {
-                METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "failed")]);
-                audit.push(AuditEntry {
-                    at: rt.now(),
-                    kind: AuditKind::Lookup,
-                    message: format!("{sku}: lookup failed"),
-                    call: e.summary().cloned(),
-                });
-                return Err(LookupFailure { message: format!("stock lookup for {sku} failed: {e}"), retryable: e.is_retryable() });
+            for sku in alone {
+                set_skus(ctx, &[sku]);
+                let ex = rt.http.send_with(templates, conn, request, ctx, opts).await.map_err(|e| lookup_failed(rt, wf, audit, sku, e))?;
+                lookup_ok(wf);
+                let extracts = answer_for(&ex.extracts, sku).cloned().unwrap_or_else(|| nothing_found(request));
+                found.insert(sku, Found { extracts, call: Some(ex.summary) });
             }
         }
     }
+    let now = rt.now();
+    let mut out = BTreeMap::new();
+    for (sku, Found { mut extracts, call }) in found {
+        // Further requests add what the first one lacks (a product's status, say).
+        if !flow.stock.also.is_empty() {
+            set_sku(ctx, order, sku);
+        }
+        for also in &flow.stock.also {
+            let more = rt.http.send_with(templates, conn, also, ctx, opts).await.map_err(|e| lookup_failed(rt, wf, audit, sku, e))?;
+            if let (Value::Object(into), Value::Object(from)) = (&mut extracts, more.extracts) {
+                for (k, v) in from {
+                    into.entry(k).or_insert(v);
+                }
+            }
+        }
+        let reported = stock::from_extracts(sku, &extracts, &now)
+            .map_err(|e| LookupFailure { message: format!("stock lookup for {sku}: {e}"), retryable: false })?;
+        audit.push(AuditEntry {
+            at: rt.now(),
+            kind: AuditKind::Lookup,
+            message: format!("{sku}: on hand {} ({} location(s))", reported.on_hand(), reported.levels.len()),
+            call,
+        });
+        out.insert(sku.to_string(), reported);
+    }
     Ok(out)
+}
+
+/// One SKU's context: `sku`, and `line`, its first order line.
+fn set_sku(ctx: &mut Value, order: &Order, sku: &str) {
+    ctx["sku"] = Value::String(sku.to_string());
+    ctx["line"] =
+        order.lines.iter().find(|l| l.sku == sku).map_or(Value::Null, |line| serde_json::to_value(line).expect("lines serialize"));
+}
+
+/// A multi-SKU lookup's context: `skus` and `sku_count`.
+fn set_skus(ctx: &mut Value, skus: &[&str]) {
+    ctx["skus"] = Value::Array(skus.iter().map(|s| Value::String(s.to_string())).collect());
+    ctx["sku_count"] = Value::from(skus.len());
+}
+
+/// A SKU's part of a multi-SKU answer: under its own name, or else under a
+/// name differing only in letter case (platforms search SKUs case-blind).
+fn answer_for<'a>(by_sku: &'a Value, sku: &str) -> Option<&'a Value> {
+    let Value::Object(map) = by_sku else { return None };
+    map.get(sku).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(sku)).map(|(_, v)| v))
+}
+
+/// What a multi-SKU lookup extracts for a SKU its answer lacks: its extracts
+/// applied to nothing, as a one-SKU lookup that finds nothing would give.
+fn nothing_found(request: &RequestSpec) -> Value {
+    extract_object(&request.extract, &Value::Null).unwrap_or_else(|_| Value::Object(Default::default()))
+}
+
+fn lookup_ok(wf: &Workflow) {
+    METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "ok")]);
+}
+
+/// Count and audit a failed lookup of `skus`.
+fn lookup_failed(rt: &Runtime, wf: &Workflow, audit: &mut Vec<AuditEntry>, skus: &str, e: CallError) -> LookupFailure {
+    METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "failed")]);
+    audit.push(AuditEntry { at: rt.now(), kind: AuditKind::Lookup, message: format!("{skus}: lookup failed"), call: e.summary().cloned() });
+    LookupFailure { message: format!("stock lookup for {skus} failed: {e}"), retryable: e.is_retryable() }
 }
 
 /// What an approval reserves: the rule's `lines`, or every order line.

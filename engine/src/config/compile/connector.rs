@@ -12,11 +12,13 @@ use crate::config::yaml::Parsed;
 use crate::connector::auth::{OAuth2Spec, SessionSpec, SignedQuerySpec};
 use crate::connector::ratelimit::RateLimit;
 use crate::connector::retry::RetryPolicy;
-use crate::connector::{Auth, Body, Check, Connector, DeliveryKey, DoneWhen, ErrorRules, RequestSpec, SignatureSpec, WebhookSpec};
+use crate::connector::{Auth, Body, Check, Connector, DeliveryKey, DoneWhen, ErrorRules, PerSku, RequestSpec, SignatureSpec, WebhookSpec};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// Most SKUs one multi-SKU lookup may ask for (the common page limit of the platforms' APIs).
+const MAX_SKUS_PER_REQUEST: usize = 250;
 
 impl Compiler {
     pub fn connector(&mut self, file: &Path, parsed: &Parsed<raw::ConnectorFile>) -> Option<Connector> {
@@ -297,6 +299,14 @@ impl Compiler {
                 extract.push((k.clone(), x));
             }
         }
+        let per_sku = r.per_sku.as_ref().map(|p| {
+            if !(1..=MAX_SKUS_PER_REQUEST).contains(&p.max) {
+                self.push(src.at(&format!("{field}.per_sku.max"), format!("`max` must be between 1 and {MAX_SKUS_PER_REQUEST}")));
+            }
+            let items = self.jsonpath(src, &format!("{field}.per_sku.items"), &p.items);
+            let sku = self.jsonpath(src, &format!("{field}.per_sku.sku"), &p.sku);
+            Some(PerSku { items: items?, sku: sku?, max: p.max })
+        });
         let user_errors = self.opt_jsonpath(src, &format!("{field}.user_errors"), r.user_errors.as_ref());
         let success_when = self.opt_jsonpath(src, &format!("{field}.success_when"), r.success_when.as_ref());
         let check = r.check.as_ref().and_then(|c| {
@@ -319,6 +329,7 @@ impl Compiler {
             headers,
             body: body?,
             extract,
+            per_sku: per_sku.flatten(),
             user_errors: user_errors?,
             success_when: success_when?,
             timeout: r.timeout_ms.map_or(default_timeout, Duration::from_millis),
@@ -351,6 +362,7 @@ impl Compiler {
             headers,
             body: Body::Form(form),
             extract: Vec::new(),
+            per_sku: None,
             user_errors: None,
             success_when: None,
             timeout: DEFAULT_TIMEOUT,

@@ -503,7 +503,7 @@ impl Compiler {
                     Some((name, path)) => self.find(src, &connector, "order.lines.sku.request", &name).map(|r| Some((r, path))),
                     None => Some(None),
                 };
-                let request = stock_request.and_then(|name| self.find(src, &connector, "stock.request", &name));
+                let request = stock_request.and_then(|name| self.find_any(src, &connector, "stock.request", &name));
                 if let Some(r) = &request {
                     self.check_stock_extracts(src, "stock.request", r, false);
                 }
@@ -546,7 +546,18 @@ impl Compiler {
         Some(Workflow { name: draft.name, file: draft.file, connection: connection.clone(), trigger: trigger?, kind: kind? })
     }
 
+    /// A request sent for one thing at a time: anything but a multi-SKU stock lookup.
     fn find(&mut self, src: Source, connector: &Connector, field: &str, name: &str) -> Option<Arc<RequestSpec>> {
+        let found = self.find_any(src, connector, field, name)?;
+        if found.per_sku.is_some() {
+            let d = src.at(field, format!("request `{name}` looks up several SKUs at once (`per_sku`); only `stock.request` can send it"));
+            self.push(d.with_help("use a request that answers for one SKU or item here"));
+            return None;
+        }
+        Some(found)
+    }
+
+    fn find_any(&mut self, src: Source, connector: &Connector, field: &str, name: &str) -> Option<Arc<RequestSpec>> {
         let found = connector.requests.get(name).cloned();
         if found.is_none() {
             let mut d = src.at(field, format!("connector `{}` has no request `{name}`", connector.name));

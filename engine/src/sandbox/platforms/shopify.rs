@@ -430,8 +430,8 @@ fn answer(sim: &ShopifySim, version: &str, headers: &HeaderMap, body: &[u8]) -> 
 fn product_variants(sim: &ShopifySim, query: &str, vars: &Value) -> Value {
     let search = vars.get("query").and_then(Value::as_str).unwrap_or("");
     let names = quantity_names(query);
-    let products: Vec<_> = match search.trim().strip_prefix("sku:") {
-        Some(sku) => sim.erp.product_by_sku(sku.trim().trim_matches(|c| c == '"' || c == '\'')).into_iter().collect(),
+    let products: Vec<_> = match searched_skus(search) {
+        Some(skus) => skus.iter().filter_map(|sku| sim.erp.product_by_sku(sku)).collect(),
         None => sim.erp.products(),
     };
     // Cursor pagination: `after` is the opaque cursor of the last node seen.
@@ -457,6 +457,60 @@ fn product_variants(sim: &ShopifySim, query: &str, vars: &Value) -> Value {
     let end = page.last().map(|(i, _)| format!("cursor-{i}"));
     let has_next = page.last().is_some_and(|(i, _)| i + 1 < products.len());
     json!({"productVariants": {"nodes": nodes, "pageInfo": {"hasNextPage": has_next, "endCursor": end}}})
+}
+
+/// The SKUs a variant search asks for: `sku:A`, `sku:"A" OR sku:"B"`, …
+/// (Shopify's search syntax: terms joined by `OR`, or by `AND` or nothing,
+/// which is AND). None when the search is not about SKUs.
+fn searched_skus(search: &str) -> Option<Vec<String>> {
+    let mut skus: Vec<String> = Vec::new();
+    let mut all_or = true;
+    let mut rest = search.trim();
+    let mut expect_term = true;
+    while !rest.is_empty() {
+        if !expect_term {
+            match rest.split_once(char::is_whitespace).map_or((rest, ""), |(a, b)| (a, b)) {
+                ("OR", tail) => rest = tail.trim_start(),
+                ("AND", tail) => (all_or, rest) = (false, tail.trim_start()),
+                _ => all_or = false,
+            }
+            expect_term = true;
+            continue;
+        }
+        let term = rest.strip_prefix("sku:")?;
+        let (value, tail) = match term.chars().next() {
+            Some(q @ ('"' | '\'')) => {
+                let mut value = String::new();
+                let mut chars = term[1..].char_indices();
+                let mut end = None;
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                        c if c == q => {
+                            end = Some(i + 2);
+                            break;
+                        }
+                        c => value.push(c),
+                    }
+                }
+                (value, &term[end?..])
+            }
+            _ => {
+                let end = term.find(char::is_whitespace).unwrap_or(term.len());
+                (term[..end].to_string(), &term[end..])
+            }
+        };
+        skus.push(value);
+        rest = tail.trim_start();
+        expect_term = false;
+    }
+    if !all_or && skus.windows(2).any(|w| w[0] != w[1]) {
+        // Different SKUs that must all hold: no variant has two.
+        return Some(Vec::new());
+    }
+    let mut seen = std::collections::HashSet::new();
+    skus.retain(|s| seen.insert(s.clone()));
+    (!skus.is_empty()).then_some(skus)
 }
 
 /// A fulfillment order's status: on hold while it has holds, closed once shipped or cancelled.
@@ -729,6 +783,20 @@ mod tests {
     #[test]
     fn finds_the_root_field_and_directive() {
         assert_eq!(root_field("query X($q: String!) { productVariants(first: 1) { nodes { id } } }"), Some("productVariants"));
+    }
+
+    #[test]
+    fn variant_searches_name_their_skus() {
+        assert_eq!(searched_skus("sku:PB-1"), Some(vec!["PB-1".to_string()]));
+        assert_eq!(
+            searched_skus(r#"sku:"PB-1" OR sku:"SP \"2\"" OR sku:'C 3'"#),
+            Some(vec!["PB-1".into(), "SP \"2\"".into(), "C 3".into()])
+        );
+        assert_eq!(searched_skus(r#"sku:"A" sku:"B""#), Some(Vec::new()));
+        assert_eq!(searched_skus(r#"sku:"A" AND sku:"A""#), Some(vec!["A".to_string()]));
+        assert_eq!(searched_skus("sku:A OR sku:B OR sku:A"), Some(vec!["A".to_string(), "B".to_string()]));
+        assert_eq!(searched_skus("title:pinball"), None);
+        assert_eq!(searched_skus(""), None);
         assert_eq!(root_field("mutation { tagsAdd(id: $id) { node { id } } }"), Some("tagsAdd"));
         assert_eq!(idempotent_key(r#"inventoryAdjustQuantities(input: $input) @idempotent(key: "abc-1") {"#).as_deref(), Some("abc-1"));
         assert_eq!(quantity_names(r#"quantities(names: ["on_hand", "incoming"]) { name }"#), vec!["on_hand", "incoming"]);
