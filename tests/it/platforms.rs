@@ -16,6 +16,9 @@ const APPROVE: &[(&str, i64)] = &[("PB-STERN-GODZ-PRO", 1), ("SP-FLIPPER-COIL-25
 const WAITLIST: &[(&str, i64)] = &[("PB-STERN-JAWS-PREM", 2)];
 const REJECT: &[(&str, i64)] = &[("CC-CLAW-MINI", 1)];
 
+/// Platforms whose shipped lookup asks for all of an order's SKUs in one request.
+const MULTI_SKU_LOOKUPS: &[&str] = &["woocommerce", "sap-business-one"];
+
 /// A word each decision's write-back shows on the platform (a status, a
 /// state, a call); `None` where the platform is told nothing (Amazon has no
 /// approval and no hold).
@@ -67,6 +70,13 @@ async fn orders_run_through(platform: &str, terms: Terms) {
     assert_eq!(short["status"], "waitlisted", "{short}");
     assert_eq!(rejected["status"], "rejected", "{rejected}");
     assert!(rejected["reason"].as_str().unwrap().contains("discontinued"), "{rejected}");
+    // Where the platform can search several SKUs at once, the two-line order
+    // took one stock request; elsewhere one per SKU.
+    let id = approved["order"]["id"].as_str().unwrap();
+    let audit = daemon.api(&format!("/api/orders/{id}")).await.1["audit"].clone();
+    let calls = audit.as_array().unwrap().iter().filter(|e| e["kind"] == "lookup" && !e["call"].is_null()).count();
+    let expected = if MULTI_SKU_LOOKUPS.contains(&platform) { 1 } else { APPROVE.len() };
+    assert_eq!(calls, expected, "{platform}: {audit}");
     for o in [approved, short, rejected] {
         assert!(o["writeback"] == "done" || o["writeback"] == "none", "{o}");
         assert!(o["error"].is_null(), "{o}");

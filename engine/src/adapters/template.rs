@@ -150,6 +150,7 @@ impl TemplateBuilder {
         hb.register_helper("json", Box::new(json_helper));
         hb.register_helper("urlencode", Box::new(urlencode_helper));
         hb.register_helper("xml", Box::new(xml_helper));
+        hb.register_helper("odata", Box::new(odata_helper));
         hb.register_helper("default", Box::new(default_helper));
         hb.register_helper("join", Box::new(join_helper));
         hb.register_helper("datetime", Box::new(datetime_helper));
@@ -477,6 +478,18 @@ fn xml_helper(h: &Helper, r: &Handlebars, _: &Context, _: &mut RenderContext, ou
     Ok(())
 }
 
+/// `{{odata value}}`: the value as an OData string literal, quoted, with
+/// its single quotes doubled (`O'Neil` → `'O''Neil'`), for `$filter`s.
+fn odata_helper(h: &Helper, r: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
+    let v = param_value(h, 0, r)?;
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    out.write(&format!("'{}'", s.replace('\'', "''")))?;
+    Ok(())
+}
+
 fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -655,8 +668,10 @@ mod tests {
         let j = b.add("{\"q\": {{json sku}}}").unwrap();
         let u = b.add("/p/{{urlencode sku}}").unwrap();
         let d = b.add("{{default note \"none\"}}").unwrap();
+        let o = b.add("{{#each skus}}{{#unless @first}} or {{/unless}}ItemCode eq {{odata this}}{{/each}}").unwrap();
         let ts = b.finish();
-        let ctx = json!({"sku": "A \"B\"/C"});
+        let ctx = json!({"sku": "A \"B\"/C", "skus": ["PB-1", "O'Neil"]});
+        assert_eq!(ts.render(&o, &ctx).unwrap(), "ItemCode eq 'PB-1' or ItemCode eq 'O''Neil'");
         assert_eq!(ts.render(&j, &ctx).unwrap(), r#"{"q": "A \"B\"/C"}"#);
         assert_eq!(ts.render(&u, &ctx).unwrap(), "/p/A%20%22B%22%2FC");
         assert_eq!(ts.render(&d, &ctx).unwrap(), "none");
