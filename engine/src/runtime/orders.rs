@@ -438,7 +438,7 @@ async fn lookup_each_sku(
                         // Not in a shared answer: perhaps crowded out of its page
                         // by other matches; asked again on its own.
                         None if batch.len() > 1 => alone.push(sku),
-                        None => _ = found.insert(sku, Found { extracts: nothing_found(request), call: call.take() }),
+                        None => _ = found.insert(sku, Found { extracts: nothing_found(request, sku)?, call: call.take() }),
                     }
                 }
             }
@@ -446,7 +446,10 @@ async fn lookup_each_sku(
                 set_skus(ctx, &[sku]);
                 let ex = rt.http.send_with(templates, conn, request, ctx, opts).await.map_err(|e| lookup_failed(rt, wf, audit, sku, e))?;
                 lookup_ok(wf);
-                let extracts = answer_for(&ex.extracts, sku).cloned().unwrap_or_else(|| nothing_found(request));
+                let extracts = match answer_for(&ex.extracts, sku) {
+                    Some(extracts) => extracts.clone(),
+                    None => nothing_found(request, sku)?,
+                };
                 found.insert(sku, Found { extracts, call: Some(ex.summary) });
             }
         }
@@ -500,9 +503,11 @@ fn answer_for<'a>(by_sku: &'a Value, sku: &str) -> Option<&'a Value> {
 }
 
 /// What a multi-SKU lookup extracts for a SKU its answer lacks: its extracts
-/// applied to nothing, as a one-SKU lookup that finds nothing would give.
-fn nothing_found(request: &RequestSpec) -> Value {
-    extract_object(&request.extract, &Value::Null).unwrap_or_else(|_| Value::Object(Default::default()))
+/// applied to nothing, as a one-SKU lookup that finds nothing would give
+/// (defaults, nulls, or the error of a required value).
+fn nothing_found(request: &RequestSpec, sku: &str) -> Result<Value, LookupFailure> {
+    extract_object(&request.extract, &Value::Null)
+        .map_err(|e| LookupFailure { message: format!("stock lookup for {sku}: {}: {e}", request.name), retryable: false })
 }
 
 fn lookup_ok(wf: &Workflow) {
