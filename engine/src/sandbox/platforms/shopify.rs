@@ -403,7 +403,10 @@ fn answer(sim: &ShopifySim, version: &str, headers: &HeaderMap, body: &[u8]) -> 
         }
     };
     let data = match field {
-        "productVariants" => product_variants(sim, query, &vars),
+        "productVariants" => match product_variants(sim, query, &vars) {
+            Ok(d) => d,
+            Err(message) => return gql_error(&message),
+        },
         "order" => order(sim, query, &vars),
         "fulfillmentOrder" => fulfillment_order(sim, &vars),
         "fulfillmentOrderReleaseHold" => release_hold(sim, &vars),
@@ -427,7 +430,17 @@ fn answer(sim: &ShopifySim, version: &str, headers: &HeaderMap, body: &[u8]) -> 
     (StatusCode::OK, axum::Json(json!({"data": data, "extensions": sim.cost_extension(QUERY_COST, available)}))).into_response()
 }
 
-fn product_variants(sim: &ShopifySim, query: &str, vars: &Value) -> Value {
+fn product_variants(sim: &ShopifySim, query: &str, vars: &Value) -> Result<Value, String> {
+    // A connection takes `first` as an Int from 0 to 250; a string is refused
+    // as GraphQL refuses any value of the wrong type.
+    let first = match vars.get("first") {
+        None => return Err("you must provide one of first or last".into()),
+        Some(v) => match v.as_u64() {
+            Some(n) if n <= 250 => n.max(1) as usize,
+            Some(_) => return Err("The first argument must be between 0 and 250".into()),
+            None => return Err(format!("Argument 'first' on Field 'productVariants' has an invalid value ({v}). Expected type 'Int'.")),
+        },
+    };
     let search = vars.get("query").and_then(Value::as_str).unwrap_or("");
     let names = quantity_names(query);
     let products: Vec<_> = match searched_skus(search) {
@@ -435,7 +448,6 @@ fn product_variants(sim: &ShopifySim, query: &str, vars: &Value) -> Value {
         None => sim.erp.products(),
     };
     // Cursor pagination: `after` is the opaque cursor of the last node seen.
-    let first = vars.get("first").and_then(Value::as_u64).unwrap_or(50).clamp(1, 250) as usize;
     let start = vars
         .get("after")
         .and_then(Value::as_str)
@@ -456,7 +468,7 @@ fn product_variants(sim: &ShopifySim, query: &str, vars: &Value) -> Value {
         .collect();
     let end = page.last().map(|(i, _)| format!("cursor-{i}"));
     let has_next = page.last().is_some_and(|(i, _)| i + 1 < products.len());
-    json!({"productVariants": {"nodes": nodes, "pageInfo": {"hasNextPage": has_next, "endCursor": end}}})
+    Ok(json!({"productVariants": {"nodes": nodes, "pageInfo": {"hasNextPage": has_next, "endCursor": end}}}))
 }
 
 /// The SKUs a variant search asks for: `sku:A`, `sku:"A" OR sku:"B"`, …
