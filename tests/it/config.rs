@@ -123,6 +123,12 @@ fn a_multi_sku_lookup_is_checked_and_kept_to_the_stock_request() {
     let d = b.expect("shopify.yaml", line, "`max` must be between 1 and 250");
     assert_eq!(d.field, "requests.inventory_by_skus.per_sku.max");
 
+    let b = Broken::new("per-sku-single");
+    let line = b.edit("connectors.d/shopify.yaml", "single: inventory_by_sku\n", "single: inventory_by_skuu\n");
+    let d = b.expect("shopify.yaml", line, "no request `inventory_by_skuu` in this connector");
+    assert_eq!(d.field, "requests.inventory_by_skus.per_sku.single");
+    assert_eq!(d.help.as_deref(), Some("did you mean `inventory_by_sku`?"));
+
     // Its context has the batch, not one SKU's line.
     let b = Broken::new("per-sku-reads");
     b.edit("connectors.d/shopify.yaml", "sku:{{json this}}{{/each}}", "sku:{{json this}}{{/each}} {{line.qty}}");
@@ -130,7 +136,8 @@ fn a_multi_sku_lookup_is_checked_and_kept_to_the_stock_request() {
     let text: Vec<String> = set.warnings.iter().map(|w| w.to_string()).collect();
     let all = text.join("\n");
     assert!(all.contains("reads `line.qty`: `line` is not in this stock lookup's context (skus, sku_count,"), "{all}");
-    assert!(!all.contains("reads `skus`") && !all.contains("reads `this`"), "{all}");
+    // Only that: `skus`, `sku_count` and the `#each` item are its own.
+    assert_eq!(all.matches("request `inventory_by_skus` reads").count(), 1, "{all}");
 }
 
 #[test]

@@ -120,8 +120,8 @@ pub async fn steps(source: &Path, budget: Duration) -> anyhow::Result<StepsRepor
     let answer = shopify_inventory_answer(&order.lines[0].sku);
     out.push(measure("JSONPath extraction (stock answer)", budget, || {
         let _ = match &lookup.per_sku {
-            Some(per) => crate::connector::extract::extract_per_sku(per, &lookup.extract, &answer),
-            None => crate::connector::extract::extract_object(&lookup.extract, &answer),
+            Some(per) => crate::connector::extract::extract_per_sku(per, &lookup.extract, &answer, &[order.lines[0].sku.as_str()]).is_ok(),
+            None => crate::connector::extract::extract_object(&lookup.extract, &answer).is_ok(),
         };
     }));
 

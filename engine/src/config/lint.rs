@@ -62,7 +62,8 @@ pub fn lint(
                     earlier.push(&step.name);
                 }
             }
-            for (name, v, why) in std::iter::once(&flow.stock.request).chain(&flow.stock.also).flat_map(|r| {
+            let single = flow.stock.request.per_sku.as_ref().and_then(|p| wf.connection.connector.requests.get(&p.single));
+            for (name, v, why) in std::iter::once(&flow.stock.request).chain(single).chain(&flow.stock.also).flat_map(|r| {
                 // A multi-SKU lookup is given its batch; any other, its one SKU.
                 let (own, listed) =
                     if r.per_sku.is_some() { (["skus", "sku_count"], "skus, sku_count") } else { (["sku", "line"], "sku, line") };
@@ -233,6 +234,9 @@ fn unused_requests(
         match &wf.kind {
             Kind::Orders(o) => {
                 mark(&o.stock.request);
+                if let Some(single) = o.stock.request.per_sku.as_ref().and_then(|p| wf.connection.connector.requests.get(&p.single)) {
+                    mark(single);
+                }
                 o.fetch.iter().for_each(|f| mark(&f.request));
                 o.stock.also.iter().for_each(|r| mark(r));
                 if let Some((r, _)) = &o.line_sku_request {

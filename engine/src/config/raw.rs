@@ -370,7 +370,12 @@ pub struct PerSkuRaw {
     pub sku: String,
     /// Most SKUs asked for in one request (the platform's page or query-cost
     /// limit); an order with more is looked up in several requests.
+    #[schemars(range(min = 1, max = 250))]
     pub max: usize,
+    /// A one-SKU request of this connector, asked for each SKU missing from
+    /// the answer: its answer (an unknown SKU, an error) stands as it would
+    /// without batching.
+    pub single: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

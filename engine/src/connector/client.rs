@@ -25,7 +25,7 @@ use super::{Body, Connection, DoneWhen, JsonTemplate, RequestSpec};
 use crate::adapters::jsonpath::{Condition, JsonPath};
 use crate::adapters::template::{RenderFailure, Scope, Templates, percent_encode};
 use crate::config::secret::Secret;
-use crate::connector::extract::{extract_object, extract_per_sku};
+use crate::connector::extract::extract_object;
 use crate::telemetry::redact::redact;
 
 /// Largest response body read; larger answers are cut and treated as non-JSON.
@@ -589,12 +589,12 @@ impl HttpClient {
                 ));
             }
         }
-        let extracted = match &req.per_sku {
-            Some(per) => extract_per_sku(per, &req.extract, &body),
-            None if req.extract.is_empty() => Ok(Value::Object(Map::new())),
-            None => extract_object(&req.extract, &body),
+        // A multi-SKU answer is split by the stock lookup, which knows the SKUs asked for.
+        let extracts = if req.extract.is_empty() || req.per_sku.is_some() {
+            Value::Object(Map::new())
+        } else {
+            extract_object(&req.extract, &body).map_err(|e| fail(summary.clone(), format!("{}: {e}", req.name), false, false, None))?
         };
-        let extracts = extracted.map_err(|e| fail(summary.clone(), format!("{}: {e}", req.name), false, false, None))?;
         Ok(Exchange { status, body, extracts, summary, already_done: false, cookies: response.cookies })
     }
 }

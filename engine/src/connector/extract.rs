@@ -84,20 +84,36 @@ pub fn extract_object(fields: &[(String, Extractor)], doc: &Value) -> Result<Val
     Ok(Value::Object(obj))
 }
 
-/// The answer of a multi-SKU lookup, split by SKU: an object from each
-/// item's SKU to `fields` applied to that item. An item without a SKU is
-/// skipped; of several items with one SKU, the first counts (as a one-SKU
-/// lookup takes its first match).
-pub fn extract_per_sku(per: &PerSku, fields: &[(String, Extractor)], doc: &Value) -> Result<Value, MissingValue> {
-    let mut by_sku = Map::new();
-    for item in per.items.query(doc) {
-        let Some(sku) = per.sku.first(item).and_then(sku_text) else { continue };
-        if !by_sku.contains_key(&sku) {
-            let found = extract_object(fields, item)?;
-            by_sku.insert(sku, found);
-        }
-    }
-    Ok(Value::Object(by_sku))
+/// A required value missing from the item of one SKU of a multi-SKU answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{sku}: {missing}")]
+pub struct MissingForSku {
+    pub sku: String,
+    pub missing: MissingValue,
+}
+
+/// The answer of a multi-SKU lookup, split by the SKUs asked for: for each,
+/// `fields` applied to the first item with that SKU (or, failing that, the
+/// first whose SKU differs only in letter case or surrounding spaces, as
+/// platforms search), or `None` when no item has it.
+pub fn extract_per_sku(
+    per: &PerSku,
+    fields: &[(String, Extractor)],
+    doc: &Value,
+    wanted: &[&str],
+) -> Result<Vec<Option<Value>>, MissingForSku> {
+    let items: Vec<(String, &Value)> =
+        per.items.query(doc).into_iter().filter_map(|item| Some((per.sku.first(item).and_then(sku_text)?, item))).collect();
+    let loose = |s: &str| s.trim().to_lowercase();
+    wanted
+        .iter()
+        .map(|&sku| {
+            let item = items.iter().find(|(s, _)| s == sku).or_else(|| items.iter().find(|(s, _)| loose(s) == loose(sku)));
+            item.map(|(_, item)| extract_object(fields, item))
+                .transpose()
+                .map_err(|missing| MissingForSku { sku: sku.to_string(), missing })
+        })
+        .collect()
 }
 
 fn sku_text(v: &Value) -> Option<String> {
@@ -153,19 +169,31 @@ mod tests {
     }
 
     #[test]
-    fn a_multi_sku_answer_splits_into_one_object_per_sku() {
-        let per = PerSku { items: p("$.data.nodes[*]"), sku: p("$.sku"), max: 5 };
+    fn a_multi_sku_answer_splits_into_the_skus_asked_for() {
+        let per = PerSku { items: p("$.data.nodes[*]"), sku: p("$.sku"), max: 5, single: "one".into() };
         let fields = vec![("on_hand".into(), Extractor::First { path: p("$.qty"), default: Some(json!(0)), required: false })];
         let doc = json!({"data": {"nodes": [
             {"sku": "A", "qty": 3},
             {"sku": 42, "qty": 1},
             {"sku": "A", "qty": 9},
             {"qty": 5},
-            {"sku": "B"}
+            {"sku": "b ", "qty": 6},
+            {"sku": "B", "qty": 7},
+            {"sku": "ÉCRAN", "qty": 8}
         ]}});
-        let split = extract_per_sku(&per, &fields, &doc).unwrap();
-        assert_eq!(split, json!({"A": {"on_hand": 3}, "42": {"on_hand": 1}, "B": {"on_hand": 0}}));
-        assert_eq!(extract_per_sku(&per, &fields, &json!({"data": {"nodes": []}})).unwrap(), json!({}));
+        let wanted = ["A", "42", "b", "écran", "C"];
+        let split = extract_per_sku(&per, &fields, &doc, &wanted).unwrap();
+        // The first item of a SKU counts; an exact match before a loose one.
+        assert_eq!(
+            split,
+            vec![Some(json!({"on_hand": 3})), Some(json!({"on_hand": 1})), Some(json!({"on_hand": 6})), Some(json!({"on_hand": 8})), None]
+        );
+        assert_eq!(extract_per_sku(&per, &fields, &doc, &["B"]).unwrap(), vec![Some(json!({"on_hand": 7}))]);
+        // A required value missing names the SKU; items nobody asked for are not read.
+        let required = vec![("qty".into(), Extractor::First { path: p("$.qty"), default: None, required: true })];
+        let doc = json!({"data": {"nodes": [{"sku": "A"}, {"sku": "Z"}]}});
+        assert_eq!(extract_per_sku(&per, &required, &doc, &["A"]).unwrap_err().sku, "A");
+        assert_eq!(extract_per_sku(&per, &required, &json!({"data": {"nodes": [{"sku": "Z"}]}}), &["A"]).unwrap(), vec![None]);
     }
 
     #[test]

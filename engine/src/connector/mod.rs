@@ -89,7 +89,8 @@ pub struct RequestSpec {
     pub query: Vec<(String, Template)>,
     pub headers: Vec<(String, Template)>,
     pub body: Body,
-    /// With `per_sku`, applied to each SKU's item rather than the whole answer.
+    /// With `per_sku`, applied by the stock lookup to each SKU's item rather
+    /// than by the client to the whole answer.
     pub extract: Vec<(String, Extractor)>,
     /// Set for a stock lookup that answers for several SKUs at once.
     pub per_sku: Option<PerSku>,
@@ -112,6 +113,8 @@ pub struct PerSku {
     pub sku: JsonPath,
     /// Most SKUs asked for in one request.
     pub max: usize,
+    /// The one-SKU request asked for each SKU missing from an answer.
+    pub single: String,
 }
 
 impl Connector {

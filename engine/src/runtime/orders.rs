@@ -19,8 +19,8 @@ use super::writeback::{self, FreshWriteback};
 use crate::adapters::rules::{AllocatedLine, RuleInputs, RuleOutcome};
 use crate::config::ConfigSet;
 use crate::connector::RequestSpec;
-use crate::connector::client::{CallError, CallSummary, SendOptions};
-use crate::connector::extract::extract_object;
+use crate::connector::client::{CallSummary, Exchange, SendOptions};
+use crate::connector::extract::extract_per_sku;
 use crate::inventory::ledger::{self, Effects};
 use crate::model::{Decision, Order, OrderRecord, OrderStatus, StatusChange, StockView, WritebackState};
 use crate::store::{AuditEntry, AuditKind, EventRecord, StoreError, WaitlistEntry, WritebackJob};
@@ -369,8 +369,8 @@ struct LookupFailure {
 }
 
 /// Run the stock request once per distinct SKU, or once per batch of SKUs
-/// when it looks up several at once (`per_sku`), then its `also` requests
-/// per SKU.
+/// when it looks up several at once (`per_sku`, with its one-SKU request
+/// for any SKU an answer lacks), and the `also` requests per SKU.
 #[allow(clippy::too_many_arguments)]
 async fn lookup_stock(
     rt: &Runtime,
@@ -382,7 +382,9 @@ async fn lookup_stock(
     audit: &mut Vec<AuditEntry>,
     budget: Duration,
 ) -> Result<BTreeMap<String, ReportedStock>, LookupFailure> {
-    let needs_raw = std::iter::once(&flow.stock.request).chain(&flow.stock.also).any(|r| wf.connection.connector.request_reads_raw(r));
+    let connector = &wf.connection.connector;
+    let single = flow.stock.request.per_sku.as_ref().and_then(|p| connector.requests.get(&p.single));
+    let needs_raw = std::iter::once(&flow.stock.request).chain(single).chain(&flow.stock.also).any(|r| connector.request_reads_raw(r));
     // The order's own context serves every request: each sets its own
     // `sku` and `line` (or `skus`); those and `raw` are taken out again when all are done.
     let found = lookup_each_sku(rt, cfg, wf, flow, order, base.lend(needs_raw), audit, budget).await;
@@ -390,11 +392,71 @@ async fn lookup_stock(
     found
 }
 
-/// What the stock request found for one SKU.
-struct Found {
-    extracts: Value,
-    /// The call, for the audit entry of the first SKU it answered.
-    call: Option<CallSummary>,
+/// One order's stock lookups: what every request of them shares.
+struct Lookups<'a> {
+    rt: &'a Runtime,
+    cfg: &'a ConfigSet,
+    wf: &'a Workflow,
+    flow: &'a OrderFlow,
+    order: &'a Order,
+    opts: SendOptions,
+    now: String,
+}
+
+impl Lookups<'_> {
+    /// Send one lookup request; a failure is counted and audited for `skus`.
+    async fn send(&self, request: &RequestSpec, ctx: &Value, audit: &mut Vec<AuditEntry>, skus: &str) -> Result<Exchange, LookupFailure> {
+        let conn = &self.wf.connection;
+        let labels = |outcome| [("connection", conn.name.as_str()), ("outcome", outcome)];
+        match self.rt.http.send_with(&self.cfg.templates, conn, request, ctx, self.opts).await {
+            Ok(ex) => {
+                METRICS.inc("ordersync_requests_total", &labels("ok"));
+                Ok(ex)
+            }
+            Err(e) => {
+                METRICS.inc("ordersync_requests_total", &labels("failed"));
+                let call = e.summary().cloned();
+                audit.push(AuditEntry { at: self.rt.now(), kind: AuditKind::Lookup, message: format!("{skus}: lookup failed"), call });
+                Err(LookupFailure { message: format!("stock lookup for {skus} failed: {e}"), retryable: e.is_retryable() })
+            }
+        }
+    }
+
+    /// A SKU's first answer in hand: add what its `also` requests find,
+    /// read the stock from it and put it on the record.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        ctx: &mut Value,
+        audit: &mut Vec<AuditEntry>,
+        sku: &str,
+        mut extracts: Value,
+        call: Option<CallSummary>,
+        out: &mut BTreeMap<String, ReportedStock>,
+    ) -> Result<(), LookupFailure> {
+        // Further requests add what the first one lacks (a product's status, say).
+        if !self.flow.stock.also.is_empty() {
+            set_sku(ctx, self.order, sku);
+        }
+        for also in &self.flow.stock.also {
+            let more = self.send(also, ctx, audit, sku).await?;
+            if let (Value::Object(into), Value::Object(from)) = (&mut extracts, more.extracts) {
+                for (k, v) in from {
+                    into.entry(k).or_insert(v);
+                }
+            }
+        }
+        let reported = stock::from_extracts(sku, &extracts, &self.now)
+            .map_err(|e| LookupFailure { message: format!("stock lookup for {sku}: {e}"), retryable: false })?;
+        audit.push(AuditEntry {
+            at: self.rt.now(),
+            kind: AuditKind::Lookup,
+            message: format!("{sku}: on hand {} ({} location(s))", reported.on_hand(), reported.levels.len()),
+            call,
+        });
+        out.insert(sku.to_string(), reported);
+        Ok(())
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -409,75 +471,53 @@ async fn lookup_each_sku(
     budget: Duration,
 ) -> Result<BTreeMap<String, ReportedStock>, LookupFailure> {
     let opts = SendOptions { budget: Some(budget), ..SendOptions::default() };
-    let (templates, conn, request) = (&cfg.templates, &wf.connection, &flow.stock.request);
+    let lookups = Lookups { rt, cfg, wf, flow, order, opts, now: rt.now() };
+    let request = &flow.stock.request;
     let skus: Vec<&str> = order.qty_by_sku().into_keys().collect();
-    let mut found: BTreeMap<&str, Found> = BTreeMap::new();
-    match &request.per_sku {
-        None => {
-            for &sku in &skus {
-                set_sku(ctx, order, sku);
-                let ex = rt.http.send_with(templates, conn, request, ctx, opts).await.map_err(|e| lookup_failed(rt, wf, audit, sku, e))?;
-                lookup_ok(wf);
-                found.insert(sku, Found { extracts: ex.extracts, call: Some(ex.summary) });
-            }
-        }
-        Some(per) => {
-            let mut alone = Vec::new();
-            for batch in skus.chunks(per.max) {
-                set_skus(ctx, batch);
-                let ex = rt
-                    .http
-                    .send_with(templates, conn, request, ctx, opts)
-                    .await
-                    .map_err(|e| lookup_failed(rt, wf, audit, &batch.join(", "), e))?;
-                lookup_ok(wf);
-                let mut call = Some(ex.summary);
-                for &sku in batch {
-                    match answer_for(&ex.extracts, sku) {
-                        Some(extracts) => _ = found.insert(sku, Found { extracts: extracts.clone(), call: call.take() }),
-                        // Not in a shared answer: perhaps crowded out of its page
-                        // by other matches; asked again on its own.
-                        None if batch.len() > 1 => alone.push(sku),
-                        None => _ = found.insert(sku, Found { extracts: nothing_found(request, sku)?, call: call.take() }),
-                    }
-                }
-            }
-            for sku in alone {
-                set_skus(ctx, &[sku]);
-                let ex = rt.http.send_with(templates, conn, request, ctx, opts).await.map_err(|e| lookup_failed(rt, wf, audit, sku, e))?;
-                lookup_ok(wf);
-                let extracts = match answer_for(&ex.extracts, sku) {
-                    Some(extracts) => extracts.clone(),
-                    None => nothing_found(request, sku)?,
-                };
-                found.insert(sku, Found { extracts, call: Some(ex.summary) });
-            }
-        }
-    }
-    let now = rt.now();
     let mut out = BTreeMap::new();
-    for (sku, Found { mut extracts, call }) in found {
-        // Further requests add what the first one lacks (a product's status, say).
-        if !flow.stock.also.is_empty() {
+    let Some(per) = &request.per_sku else {
+        for sku in skus {
             set_sku(ctx, order, sku);
+            let ex = lookups.send(request, ctx, audit, sku).await?;
+            lookups.finish(ctx, audit, sku, ex.extracts, Some(ex.summary), &mut out).await?;
         }
-        for also in &flow.stock.also {
-            let more = rt.http.send_with(templates, conn, also, ctx, opts).await.map_err(|e| lookup_failed(rt, wf, audit, sku, e))?;
-            if let (Value::Object(into), Value::Object(from)) = (&mut extracts, more.extracts) {
-                for (k, v) in from {
-                    into.entry(k).or_insert(v);
-                }
+        return Ok(out);
+    };
+    let Some(single) = wf.connection.connector.requests.get(&per.single) else {
+        return Err(LookupFailure { message: format!("request `{}` of {} is not configured", per.single, request.name), retryable: false });
+    };
+    for batch in skus.chunks(per.max) {
+        let names = batch.join(", ");
+        set_skus(ctx, batch);
+        let ex = lookups.send(request, ctx, audit, &names).await?;
+        let answers = extract_per_sku(per, &request.extract, &ex.body, batch).map_err(|e| LookupFailure {
+            message: format!("stock lookup for {}: {}: {}", e.sku, request.name, e.missing),
+            retryable: false,
+        })?;
+        let mut call = Some(ex.summary);
+        let mut missing = Vec::new();
+        for (&sku, answer) in batch.iter().zip(answers) {
+            match answer {
+                Some(extracts) => lookups.finish(ctx, audit, sku, extracts, call.take(), &mut out).await?,
+                None => missing.push(sku),
             }
         }
-        let reported = stock::from_extracts(sku, &extracts, &now)
-            .map_err(|e| LookupFailure { message: format!("stock lookup for {sku}: {e}"), retryable: false })?;
-        audit.push(AuditEntry {
-            at: rt.now(),
-            kind: AuditKind::Lookup,
-            message: format!("{sku}: on hand {} ({} location(s))", reported.on_hand(), reported.levels.len()),
-            call,
-        });
-        out.insert(sku.to_string(), reported);
+        if let Some(call) = call {
+            // No SKU of the batch was in its answer: the call still goes on record.
+            audit.push(AuditEntry {
+                at: rt.now(),
+                kind: AuditKind::Lookup,
+                message: format!("{names}: not in the answer"),
+                call: Some(call),
+            });
+        }
+        // Unknown, or crowded out of the page by other matches: asked one
+        // by one, so an unknown SKU reads as the platform says it alone.
+        for sku in missing {
+            set_sku(ctx, order, sku);
+            let ex = lookups.send(single, ctx, audit, sku).await?;
+            lookups.finish(ctx, audit, sku, ex.extracts, Some(ex.summary), &mut out).await?;
+        }
     }
     Ok(out)
 }
@@ -493,32 +533,6 @@ fn set_sku(ctx: &mut Value, order: &Order, sku: &str) {
 fn set_skus(ctx: &mut Value, skus: &[&str]) {
     ctx["skus"] = Value::Array(skus.iter().map(|s| Value::String(s.to_string())).collect());
     ctx["sku_count"] = Value::from(skus.len());
-}
-
-/// A SKU's part of a multi-SKU answer: under its own name, or else under a
-/// name differing only in letter case (platforms search SKUs case-blind).
-fn answer_for<'a>(by_sku: &'a Value, sku: &str) -> Option<&'a Value> {
-    let Value::Object(map) = by_sku else { return None };
-    map.get(sku).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(sku)).map(|(_, v)| v))
-}
-
-/// What a multi-SKU lookup extracts for a SKU its answer lacks: its extracts
-/// applied to nothing, as a one-SKU lookup that finds nothing would give
-/// (defaults, nulls, or the error of a required value).
-fn nothing_found(request: &RequestSpec, sku: &str) -> Result<Value, LookupFailure> {
-    extract_object(&request.extract, &Value::Null)
-        .map_err(|e| LookupFailure { message: format!("stock lookup for {sku}: {}: {e}", request.name), retryable: false })
-}
-
-fn lookup_ok(wf: &Workflow) {
-    METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "ok")]);
-}
-
-/// Count and audit a failed lookup of `skus`.
-fn lookup_failed(rt: &Runtime, wf: &Workflow, audit: &mut Vec<AuditEntry>, skus: &str, e: CallError) -> LookupFailure {
-    METRICS.inc("ordersync_requests_total", &[("connection", &wf.connection.name), ("outcome", "failed")]);
-    audit.push(AuditEntry { at: rt.now(), kind: AuditKind::Lookup, message: format!("{skus}: lookup failed"), call: e.summary().cloned() });
-    LookupFailure { message: format!("stock lookup for {skus} failed: {e}"), retryable: e.is_retryable() }
 }
 
 /// What an approval reserves: the rule's `lines`, or every order line.

@@ -180,6 +180,20 @@ impl Compiler {
             }
         }
         for (name, r) in &raw.requests {
+            if let Some(per) = &r.per_sku {
+                let field = format!("requests.{name}.per_sku.single");
+                match raw.requests.get(&per.single) {
+                    Some(single) if single.per_sku.is_none() => {}
+                    Some(_) => self.push(src.at(&field, format!("`{}` must look up one SKU (it has `per_sku` itself)", per.single))),
+                    None => {
+                        let mut d = src.at(&field, format!("no request `{}` in this connector", per.single));
+                        if let Some(s) = did_you_mean(&per.single, raw.requests.keys().map(String::as_str)) {
+                            d = d.with_help(format!("did you mean `{s}`?"));
+                        }
+                        self.push(d);
+                    }
+                }
+            }
             if let Some(check) = &r.check {
                 let field = format!("requests.{name}.check.request");
                 if check.request == *name {
@@ -305,7 +319,7 @@ impl Compiler {
             }
             let items = self.jsonpath(src, &format!("{field}.per_sku.items"), &p.items);
             let sku = self.jsonpath(src, &format!("{field}.per_sku.sku"), &p.sku);
-            Some(PerSku { items: items?, sku: sku?, max: p.max })
+            Some(PerSku { items: items?, sku: sku?, max: p.max, single: p.single.clone() })
         });
         let user_errors = self.opt_jsonpath(src, &format!("{field}.user_errors"), r.user_errors.as_ref());
         let success_when = self.opt_jsonpath(src, &format!("{field}.success_when"), r.success_when.as_ref());

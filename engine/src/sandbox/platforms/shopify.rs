@@ -444,7 +444,13 @@ fn product_variants(sim: &ShopifySim, query: &str, vars: &Value) -> Result<Value
     let search = vars.get("query").and_then(Value::as_str).unwrap_or("");
     let names = quantity_names(query);
     let products: Vec<_> = match searched_skus(search) {
-        Some(skus) => skus.iter().filter_map(|sku| sim.erp.product_by_sku(sku)).collect(),
+        // Shopify's search ignores letter case.
+        Some(skus) => skus
+            .iter()
+            .filter_map(|sku| {
+                sim.erp.product_by_sku(sku).or_else(|| sim.erp.products().into_iter().find(|p| p.sku.eq_ignore_ascii_case(sku)))
+            })
+            .collect(),
         None => sim.erp.products(),
     };
     // Cursor pagination: `after` is the opaque cursor of the last node seen.
@@ -473,8 +479,17 @@ fn product_variants(sim: &ShopifySim, query: &str, vars: &Value) -> Result<Value
 
 /// The SKUs a variant search asks for: `sku:A`, `sku:"A" OR sku:"B"`, …
 /// (Shopify's search syntax: terms joined by `OR`, or by `AND` or nothing,
-/// which is AND). None when the search is not about SKUs.
+/// which is AND). None when the search is not about SKUs; no SKUs when it
+/// names one but mixes in what this imitation does not search (titles,
+/// free words, a lowercase `or`, which Shopify takes as a word).
 fn searched_skus(search: &str) -> Option<Vec<String>> {
+    if !search.contains("sku:") {
+        return None;
+    }
+    Some(sku_terms(search).unwrap_or_default())
+}
+
+fn sku_terms(search: &str) -> Option<Vec<String>> {
     let mut skus: Vec<String> = Vec::new();
     let mut all_or = true;
     let mut rest = search.trim();
@@ -809,6 +824,9 @@ mod tests {
         assert_eq!(searched_skus("sku:A OR sku:B OR sku:A"), Some(vec!["A".to_string(), "B".to_string()]));
         assert_eq!(searched_skus("title:pinball"), None);
         assert_eq!(searched_skus(""), None);
+        for unsearched in [r#"sku:"A" or sku:"B""#, r#"sku:"A"#, "title:x OR sku:A"] {
+            assert_eq!(searched_skus(unsearched), Some(Vec::new()), "{unsearched}");
+        }
         assert_eq!(root_field("mutation { tagsAdd(id: $id) { node { id } } }"), Some("tagsAdd"));
         assert_eq!(idempotent_key(r#"inventoryAdjustQuantities(input: $input) @idempotent(key: "abc-1") {"#).as_deref(), Some("abc-1"));
         assert_eq!(quantity_names(r#"quantities(names: ["on_hand", "incoming"]) { name }"#), vec!["on_hand", "incoming"]);
