@@ -1,6 +1,8 @@
 //! Extractors: compiled JSONPath specs that pull named values out of a
 //! response or payload, as declared under `extract:` in a connector.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::PerSku;
@@ -102,13 +104,13 @@ pub fn extract_per_sku(
     doc: &Value,
     wanted: &[&str],
 ) -> Result<Vec<Option<Value>>, MissingForSku> {
-    let items: Vec<(String, &Value)> =
-        per.items.query(doc).into_iter().filter_map(|item| Some((per.sku.first(item).and_then(sku_text)?, item))).collect();
+    let items: Vec<(Cow<str>, &Value)> =
+        per.items.query(doc).into_iter().filter_map(|item| Some((sku_text(per.sku.first(item)?)?, item))).collect();
     let loose = |s: &str| s.trim().to_lowercase();
     wanted
         .iter()
         .map(|&sku| {
-            let item = items.iter().find(|(s, _)| s == sku).or_else(|| items.iter().find(|(s, _)| loose(s) == loose(sku)));
+            let item = items.iter().find(|(s, _)| *s == sku).or_else(|| items.iter().find(|(s, _)| loose(s) == loose(sku)));
             item.map(|(_, item)| extract_object(fields, item))
                 .transpose()
                 .map_err(|missing| MissingForSku { sku: sku.to_string(), missing })
@@ -116,10 +118,10 @@ pub fn extract_per_sku(
         .collect()
 }
 
-fn sku_text(v: &Value) -> Option<String> {
+fn sku_text(v: &Value) -> Option<Cow<'_, str>> {
     match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.is_empty() => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
         _ => None,
     }
 }
