@@ -256,10 +256,7 @@ impl Scope<'_> {
                 },
                 Part::Call(escape, segs) => {
                     let v = resolve(segs, self.ctx, source)?;
-                    let text = || match v {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
+                    let text = || text_of(v);
                     match escape {
                         Escape::Json => out.push_str(&v.to_string()),
                         Escape::Url => out.push_str(&percent_encode(&text())),
@@ -456,24 +453,24 @@ fn json_helper(h: &Helper, r: &Handlebars, _: &Context, _: &mut RenderContext, o
     Ok(())
 }
 
+/// A value as the text an escaping helper works on: a string as it is, anything else as JSON.
+fn text_of(v: &Value) -> std::borrow::Cow<'_, str> {
+    match v {
+        Value::String(s) => std::borrow::Cow::Borrowed(s),
+        other => std::borrow::Cow::Owned(other.to_string()),
+    }
+}
+
 /// `{{urlencode value}}`: percent-encoded for a path segment or query value.
 fn urlencode_helper(h: &Helper, r: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
-    let v = param_value(h, 0, r)?;
-    let s = match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let s = text_of(param_value(h, 0, r)?);
     out.write(&percent_encode(&s))?;
     Ok(())
 }
 
 /// `{{xml value}}`: the value escaped for XML text and attributes (feeds, SOAP bodies).
 fn xml_helper(h: &Helper, r: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
-    let v = param_value(h, 0, r)?;
-    let s = match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let s = text_of(param_value(h, 0, r)?);
     out.write(&xml_escape(&s))?;
     Ok(())
 }
@@ -481,11 +478,7 @@ fn xml_helper(h: &Helper, r: &Handlebars, _: &Context, _: &mut RenderContext, ou
 /// `{{odata value}}`: the value as an OData string literal, quoted, with
 /// its single quotes doubled (`O'Neil` → `'O''Neil'`), for `$filter`s.
 fn odata_helper(h: &Helper, r: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
-    let v = param_value(h, 0, r)?;
-    let s = match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let s = text_of(param_value(h, 0, r)?);
     out.write(&format!("'{}'", s.replace('\'', "''")))?;
     Ok(())
 }

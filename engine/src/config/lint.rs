@@ -62,7 +62,7 @@ pub fn lint(
                     earlier.push(&step.name);
                 }
             }
-            let single = flow.stock.request.per_sku.as_ref().and_then(|p| wf.connection.connector.requests.get(&p.single));
+            let single = wf.connection.connector.single_for(&flow.stock.request);
             for (name, v, why) in std::iter::once(&flow.stock.request).chain(single).chain(&flow.stock.also).flat_map(|r| {
                 // A multi-SKU lookup is given its batch; any other, its one SKU.
                 let (own, listed) =
@@ -234,7 +234,7 @@ fn unused_requests(
         match &wf.kind {
             Kind::Orders(o) => {
                 mark(&o.stock.request);
-                if let Some(single) = o.stock.request.per_sku.as_ref().and_then(|p| wf.connection.connector.requests.get(&p.single)) {
+                if let Some(single) = wf.connection.connector.single_for(&o.stock.request) {
                     mark(single);
                 }
                 o.fetch.iter().for_each(|f| mark(&f.request));

@@ -118,6 +118,11 @@ pub struct PerSku {
 }
 
 impl Connector {
+    /// The one-SKU request standing in for SKUs a multi-SKU `request`'s answer lacks.
+    pub fn single_for(&self, request: &RequestSpec) -> Option<&Arc<RequestSpec>> {
+        request.per_sku.as_ref().and_then(|p| self.requests.get(&p.single))
+    }
+
     /// Whether sending `request` may read the order's raw payload (see
     /// [`Template::reads_raw`]).
     pub fn request_reads_raw(&self, request: &RequestSpec) -> bool {

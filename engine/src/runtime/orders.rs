@@ -383,11 +383,12 @@ async fn lookup_stock(
     budget: Duration,
 ) -> Result<BTreeMap<String, ReportedStock>, LookupFailure> {
     let connector = &wf.connection.connector;
-    let single = flow.stock.request.per_sku.as_ref().and_then(|p| connector.requests.get(&p.single));
+    let single = connector.single_for(&flow.stock.request);
     let needs_raw = std::iter::once(&flow.stock.request).chain(single).chain(&flow.stock.also).any(|r| connector.request_reads_raw(r));
     // The order's own context serves every request: each sets its own
     // `sku` and `line` (or `skus`); those and `raw` are taken out again when all are done.
-    let found = lookup_each_sku(rt, cfg, wf, flow, order, base.lend(needs_raw), audit, budget).await;
+    let lookups = Lookups { rt, cfg, wf, flow, order, opts: SendOptions { budget: Some(budget), ..SendOptions::default() }, now: rt.now() };
+    let found = lookup_each_sku(&lookups, single, base.lend(needs_raw), audit).await;
     base.take_back();
     found
 }
@@ -459,20 +460,14 @@ impl Lookups<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn lookup_each_sku(
-    rt: &Runtime,
-    cfg: &ConfigSet,
-    wf: &Workflow,
-    flow: &OrderFlow,
-    order: &Order,
+    lookups: &Lookups<'_>,
+    single: Option<&Arc<RequestSpec>>,
     ctx: &mut Value,
     audit: &mut Vec<AuditEntry>,
-    budget: Duration,
 ) -> Result<BTreeMap<String, ReportedStock>, LookupFailure> {
-    let opts = SendOptions { budget: Some(budget), ..SendOptions::default() };
-    let lookups = Lookups { rt, cfg, wf, flow, order, opts, now: rt.now() };
-    let request = &flow.stock.request;
+    let (rt, order) = (lookups.rt, lookups.order);
+    let request = &lookups.flow.stock.request;
     let skus: Vec<&str> = order.qty_by_sku().into_keys().collect();
     let mut out = BTreeMap::new();
     let Some(per) = &request.per_sku else {
@@ -483,7 +478,7 @@ async fn lookup_each_sku(
         }
         return Ok(out);
     };
-    let Some(single) = wf.connection.connector.requests.get(&per.single) else {
+    let Some(single) = single else {
         return Err(LookupFailure { message: format!("request `{}` of {} is not configured", per.single, request.name), retryable: false });
     };
     for batch in skus.chunks(per.max) {
