@@ -17,7 +17,7 @@ pub mod tables;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-pub use self::redb::{Store, WriteTx};
+pub use self::redb::{Persist, Store, WriteTx};
 use crate::adapters::rules::AllocatedLine;
 use crate::connector::client::CallSummary;
 use crate::model::Decision;

@@ -22,12 +22,30 @@ use crate::model::{OrderRecord, OrderStatus};
 /// Most jobs folded into one transaction.
 const MAX_BATCH: usize = 512;
 
+/// The longest a write made with [`Persist::Deferred`] stays off the disk when
+/// no durable write comes along to carry it.
+const DEFERRED_SYNC_WITHIN: std::time::Duration = std::time::Duration::from_millis(50);
+
 type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> Completion + Send>;
 
 enum Msg {
-    Job(Job),
+    Job(Job, Persist),
     Stop(oneshot::Sender<()>),
+}
+
+/// When a write must be on the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persist {
+    /// Before its caller is answered (fsync): intake, decisions, operator actions.
+    Now,
+    /// Committed and visible when its caller is answered, on the disk with
+    /// the next durable commit and at most [`DEFERRED_SYNC_WITHIN`] later.
+    /// Only for writes a crash may lose without harm: records of what was
+    /// already done that is safe to do again, such as a write-back step
+    /// sent with its idempotency key (a restart sends it again, with the
+    /// same key).
+    Deferred,
 }
 
 /// Handle to the state file. Cheap to clone.
@@ -106,7 +124,12 @@ impl Store {
         std::thread::Builder::new()
             .name("ordersync-store".into())
             .spawn(move || {
-                let stop = writer_loop(&writer_db, rx);
+                // Without its writer the daemon could only refuse work: end the
+                // process instead, so its supervisor starts it again.
+                let stop = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer_loop(&writer_db, rx))).unwrap_or_else(|_| {
+                    tracing::error!("the store's writer thread failed; stopping");
+                    std::process::abort()
+                });
                 // Release the file before saying we are done, so it can be reopened at once.
                 drop(writer_db);
                 if let Some(s) = stop {
@@ -124,6 +147,16 @@ impl Store {
         F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
+        self.write_with(Persist::Now, f).await
+    }
+
+    /// Run `f` inside the next group-committed write transaction; resolves
+    /// once it is committed, and, with [`Persist::Now`], on the disk.
+    pub async fn write_with<R, F>(&self, sync: Persist, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |w| {
             let result = f(w);
@@ -135,7 +168,7 @@ impl Store {
                 let _ = tx.send(out);
             })
         });
-        self.inner.jobs.send(Msg::Job(job)).await.map_err(|_| StoreError::Closed)?;
+        self.inner.jobs.send(Msg::Job(job, sync)).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -431,32 +464,76 @@ fn reserved_with_prefix(table: &impl ReadableTable<(&'static str, &'static str),
     Ok(total)
 }
 
-fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Sender<()>> {
-    while let Some(first) = rx.blocking_recv() {
-        let mut jobs = Vec::new();
-        let mut stop = None;
-        match first {
-            Msg::Job(j) => jobs.push(j),
-            Msg::Stop(s) => stop = Some(s),
+/// What the writer took off the queue for one transaction.
+struct Batch {
+    jobs: Vec<Job>,
+    persist: Persist,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Job(job, persist) => {
+                self.jobs.push(job);
+                if persist == Persist::Now {
+                    self.persist = Persist::Now;
+                }
+            }
+            Msg::Stop(s) => self.stop = Some(s),
         }
-        while stop.is_none() && jobs.len() < MAX_BATCH {
+    }
+}
+
+/// Takes whatever is queued as one batch; a batch is durable when any of its
+/// writes asks for it, when the writer stops, or to put deferred writes on
+/// the disk once the queue has been quiet for [`DEFERRED_SYNC_WITHIN`].
+fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Sender<()>> {
+    // Only for the quiet-queue timeout; the thread runs nothing else on it.
+    let timer = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a timer runtime starts");
+    // Deferred commits not yet carried to the disk.
+    let mut unsynced = 0;
+    loop {
+        let first = if unsynced > 0 {
+            match timer.block_on(async { tokio::time::timeout(DEFERRED_SYNC_WITHIN, rx.recv()).await }) {
+                Ok(msg) => msg,
+                Err(_quiet) => {
+                    run_batch(db, Vec::new(), Persist::Now, &mut unsynced);
+                    continue;
+                }
+            }
+        } else {
+            rx.blocking_recv()
+        };
+        let Some(first) = first else {
+            if unsynced > 0 {
+                run_batch(db, Vec::new(), Persist::Now, &mut unsynced);
+            }
+            return None;
+        };
+        let mut batch = Batch { jobs: Vec::new(), persist: Persist::Deferred, stop: None };
+        batch.take(first);
+        while batch.stop.is_none() && batch.jobs.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(Msg::Job(j)) => jobs.push(j),
-                Ok(Msg::Stop(s)) => stop = Some(s),
+                Ok(msg) => batch.take(msg),
                 Err(_) => break,
             }
         }
-        if !jobs.is_empty() {
-            run_batch(db, jobs);
+        if batch.stop.is_some() && (unsynced > 0 || !batch.jobs.is_empty()) {
+            batch.persist = Persist::Now;
         }
-        if stop.is_some() {
-            return stop;
+        if !batch.jobs.is_empty() || batch.persist == Persist::Now {
+            run_batch(db, batch.jobs, batch.persist, &mut unsynced);
+        }
+        if batch.stop.is_some() {
+            return batch.stop;
         }
     }
-    None
 }
 
-fn run_batch(db: &Database, jobs: Vec<Job>) {
+/// Run one batch in one transaction, keeping `unsynced` (deferred commits
+/// not on the disk yet) in step before its callers hear of it.
+fn run_batch(db: &Database, jobs: Vec<Job>, sync: Persist, unsynced: &mut u64) {
     let mut txn = match db.begin_write() {
         Ok(t) => t,
         Err(e) => {
@@ -468,7 +545,10 @@ fn run_batch(db: &Database, jobs: Vec<Job>) {
             return;
         }
     };
-    let _ = txn.set_durability(Durability::Immediate);
+    let _ = txn.set_durability(match sync {
+        Persist::Now => Durability::Immediate,
+        Persist::Deferred => Durability::None,
+    });
     let mut completions = Vec::with_capacity(jobs.len());
     let failed = {
         let mut w = WriteTx { txn: &txn, tables: OpenTables::default(), failed: None };
@@ -487,7 +567,13 @@ fn run_batch(db: &Database, jobs: Vec<Job>) {
         }
         None => txn.commit().err().map(storage),
     };
-    crate::telemetry::metrics::METRICS.store_commit(completions.len());
+    if result.is_none() {
+        *unsynced = match sync {
+            Persist::Now => 0,
+            Persist::Deferred => *unsynced + 1,
+        };
+    }
+    crate::telemetry::metrics::METRICS.store_commit(completions.len(), sync == Persist::Now, *unsynced);
     for c in completions {
         c(result.as_ref());
     }
@@ -912,6 +998,26 @@ mod tests {
         store.write(move |w| w.put_order(&second).map(|_| ())).await.unwrap();
         let got = store.write(move |w| w.order_or_known("shop:1", record("known"), &stored)).await.unwrap();
         assert_eq!(got.map(|r| r.reason).as_deref(), Some("second"));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_deferred_write_is_visible_at_once_and_kept_by_a_close() {
+        let dir = tempdir();
+        let path = dir.join("s.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store.write_with(Persist::Deferred, |w| w.set_cursor("wf", "a")).await.unwrap();
+            assert_eq!(store.cursor("wf").unwrap().as_deref(), Some("a"));
+            // A durable write carries the deferred one before it to the disk; the close, the last one.
+            store.write(|w| w.set_cursor("other", "b")).await.unwrap();
+            store.write_with(Persist::Deferred, |w| w.set_cursor("wf", "c")).await.unwrap();
+            store.close().await;
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.cursor("wf").unwrap().as_deref(), Some("c"));
+        assert_eq!(store.cursor("other").unwrap().as_deref(), Some("b"));
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
