@@ -357,6 +357,9 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
         store_commits: commits as u64,
         store_deferred_commits: deferred_commits as u64,
         store_jobs_per_commit: if commits > 0.0 { jobs / commits } else { 0.0 },
-        commit_strategy: "group commit: one writer thread folds every queued write into one redb transaction, durable (fsync) before any caller is answered if any write of it needs that; a webhook is acknowledged only after its durable commit, a decision is durable before its write-back is sent; the record of a sent write-back step or stock push is committed without waiting for the disk and carried to it by the next durable commit (within 50 ms)".into(),
+        commit_strategy: format!(
+            "group commit: one writer thread folds every queued write into one redb transaction, durable (fsync) before any caller is answered if any write of it needs that; a webhook is acknowledged only after its durable commit, a decision is durable before its write-back is sent; the record of a sent write-back step or stock push is committed without waiting for the disk and carried to it by the next durable commit (within {} ms)",
+            crate::store::DEFERRED_SYNC_WITHIN.as_millis()
+        ),
     })
 }

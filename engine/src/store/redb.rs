@@ -24,7 +24,7 @@ const MAX_BATCH: usize = 512;
 
 /// The longest a write made with [`Persist::Deferred`] stays off the disk when
 /// no durable write comes along to carry it.
-const DEFERRED_SYNC_WITHIN: std::time::Duration = std::time::Duration::from_millis(50);
+pub const DEFERRED_SYNC_WITHIN: std::time::Duration = std::time::Duration::from_millis(50);
 
 type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> Completion + Send>;
