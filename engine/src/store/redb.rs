@@ -152,7 +152,7 @@ impl Store {
 
     /// Run `f` inside the next group-committed write transaction; resolves
     /// once it is committed, and, with [`Persist::Now`], on the disk.
-    pub async fn write_with<R, F>(&self, sync: Persist, f: F) -> Result<R, StoreError>
+    pub async fn write_with<R, F>(&self, persist: Persist, f: F) -> Result<R, StoreError>
     where
         F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
@@ -168,7 +168,7 @@ impl Store {
                 let _ = tx.send(out);
             })
         });
-        self.inner.jobs.send(Msg::Job(job, sync)).await.map_err(|_| StoreError::Closed)?;
+        self.inner.jobs.send(Msg::Job(job, persist)).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -485,28 +485,42 @@ impl Batch {
     }
 }
 
+/// Deferred commits not yet carried to the disk.
+#[derive(Default)]
+struct Unsynced {
+    commits: u64,
+    /// When the oldest of them was committed.
+    since: Option<std::time::Instant>,
+}
+
+impl Unsynced {
+    /// How long the writer may still wait for a durable write to carry them.
+    fn time_left(&self) -> Option<std::time::Duration> {
+        self.since.map(|since| DEFERRED_SYNC_WITHIN.saturating_sub(since.elapsed()))
+    }
+}
+
 /// Takes whatever is queued as one batch; a batch is durable when any of its
-/// writes asks for it, when the writer stops, or to put deferred writes on
-/// the disk once the queue has been quiet for [`DEFERRED_SYNC_WITHIN`].
+/// writes asks for it, when the writer stops, or when deferred commits have
+/// waited [`DEFERRED_SYNC_WITHIN`] for one (an empty durable commit then
+/// carries them if the queue is quiet).
 fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Sender<()>> {
-    // Only for the quiet-queue timeout; the thread runs nothing else on it.
+    // Only for the wait on a quiet queue; the thread runs nothing else on it.
     let timer = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a timer runtime starts");
-    // Deferred commits not yet carried to the disk.
-    let mut unsynced = 0;
+    let mut unsynced = Unsynced::default();
     loop {
-        let first = if unsynced > 0 {
-            match timer.block_on(async { tokio::time::timeout(DEFERRED_SYNC_WITHIN, rx.recv()).await }) {
+        let first = match unsynced.time_left() {
+            Some(left) => match timer.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
                 Ok(msg) => msg,
                 Err(_quiet) => {
                     run_batch(db, Vec::new(), Persist::Now, &mut unsynced);
                     continue;
                 }
-            }
-        } else {
-            rx.blocking_recv()
+            },
+            None => rx.blocking_recv(),
         };
         let Some(first) = first else {
-            if unsynced > 0 {
+            if unsynced.commits > 0 {
                 run_batch(db, Vec::new(), Persist::Now, &mut unsynced);
             }
             return None;
@@ -519,7 +533,8 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Se
                 Err(_) => break,
             }
         }
-        if batch.stop.is_some() && (unsynced > 0 || !batch.jobs.is_empty()) {
+        let overdue = unsynced.time_left().is_some_and(|left| left.is_zero());
+        if overdue || (batch.stop.is_some() && (unsynced.commits > 0 || !batch.jobs.is_empty())) {
             batch.persist = Persist::Now;
         }
         if !batch.jobs.is_empty() || batch.persist == Persist::Now {
@@ -531,13 +546,16 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Se
     }
 }
 
-/// Run one batch in one transaction, keeping `unsynced` (deferred commits
-/// not on the disk yet) in step before its callers hear of it.
-fn run_batch(db: &Database, jobs: Vec<Job>, sync: Persist, unsynced: &mut u64) {
+/// Run one batch in one transaction, keeping `unsynced` in step before its
+/// callers hear of it.
+fn run_batch(db: &Database, jobs: Vec<Job>, persist: Persist, unsynced: &mut Unsynced) {
     let mut txn = match db.begin_write() {
         Ok(t) => t,
         Err(e) => {
             let err = storage(e);
+            if jobs.is_empty() {
+                tracing::error!("deferred writes not yet on disk: {err}");
+            }
             for job in jobs {
                 // The job never ran; tell its caller why.
                 fail_unrun(job, &err);
@@ -545,7 +563,7 @@ fn run_batch(db: &Database, jobs: Vec<Job>, sync: Persist, unsynced: &mut u64) {
             return;
         }
     };
-    let _ = txn.set_durability(match sync {
+    let _ = txn.set_durability(match persist {
         Persist::Now => Durability::Immediate,
         Persist::Deferred => Durability::None,
     });
@@ -567,13 +585,17 @@ fn run_batch(db: &Database, jobs: Vec<Job>, sync: Persist, unsynced: &mut u64) {
         }
         None => txn.commit().err().map(storage),
     };
-    if result.is_none() {
-        *unsynced = match sync {
-            Persist::Now => 0,
-            Persist::Deferred => *unsynced + 1,
-        };
+    match (&result, persist) {
+        (None, Persist::Now) => *unsynced = Unsynced::default(),
+        (None, Persist::Deferred) => {
+            unsynced.commits += 1;
+            unsynced.since.get_or_insert_with(std::time::Instant::now);
+        }
+        // Nobody else hears of a failed commit that only carried deferred ones.
+        (Some(e), _) if completions.is_empty() => tracing::error!("deferred writes not yet on disk: {e}"),
+        (Some(_), _) => {}
     }
-    crate::telemetry::metrics::METRICS.store_commit(completions.len(), sync == Persist::Now, *unsynced);
+    crate::telemetry::metrics::METRICS.store_commit(completions.len(), persist == Persist::Now, unsynced.commits);
     for c in completions {
         c(result.as_ref());
     }
