@@ -147,37 +147,6 @@ async fn a_delivery_sent_three_times_at_once_and_later_is_processed_once() {
     daemon.stop().await;
 }
 
-/// A store metric from `/metrics`.
-async fn store_metric(daemon: &crate::support::DaemonProcess, name: &str) -> u64 {
-    let text = daemon.client.get(daemon.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let line =
-        text.lines().find(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' '))).unwrap_or_else(|| panic!("{name} in {text}"));
-    line[name.len()..].trim().parse().unwrap()
-}
-
-#[tokio::test]
-async fn a_finished_write_back_reaches_the_disk_without_further_traffic() {
-    let env = TestEnv::new("deferred").await;
-    let daemon = env.start_daemon().await;
-    let o = env.sandbox.create_order("shopify", env.customer(0), &lines(&[("CC-CLAW-42", 1)])).unwrap();
-    deliver(&env, o.id).await;
-    assert_eq!(daemon.finished_order(o.id).await["order"]["writeback"], "done");
-    // The record of the sent tag was committed without waiting for the disk;
-    // with nothing else to write, the daemon puts it there on its own.
-    assert!(store_metric(&daemon, "ordersync_store_deferred_commits_total").await > 0);
-    wait_until("the deferred commits on the disk", Duration::from_secs(5), || async {
-        (store_metric(&daemon, "ordersync_store_unsynced_commits").await == 0).then_some(())
-    })
-    .await;
-    daemon.kill9();
-    let daemon = env.start_daemon().await;
-    let body = daemon.finished_order(o.id).await;
-    assert_eq!(body["order"]["writeback"], "done", "{body}");
-    assert_eq!(daemon.status().await["outbox_pending"], 0);
-    assert_eq!(env.sandbox.erp.attempts()[&format!("shopify:tag:{}:stock-approved", o.id)], 1, "the tag was sent again");
-    daemon.stop().await;
-}
-
 #[tokio::test]
 async fn kill_9_at_random_moments_loses_nothing_and_doubles_nothing() {
     let env = std::sync::Arc::new(TestEnv::new("crash").await);

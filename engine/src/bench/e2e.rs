@@ -67,11 +67,7 @@ pub struct E2eReport {
     pub daemon_cpu_ms_per_order: f64,
     pub sandbox_cpu_ms_per_order: f64,
     pub loadgen_cpu_ms_per_order: f64,
-    /// Durable commits (one fsync each).
     pub store_commits: u64,
-    /// Commits of deferred writes only, carried to the disk by the next durable one.
-    pub store_deferred_commits: u64,
-    /// Writes of both kinds per durable commit.
     pub store_jobs_per_commit: f64,
     pub commit_strategy: String,
 }
@@ -316,7 +312,6 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
             .unwrap_or(0.0)
     };
     let commits = metric("ordersync_store_commits_total");
-    let deferred_commits = metric("ordersync_store_deferred_commits_total");
     let jobs = metric("ordersync_store_committed_jobs_total");
 
     let mut acks: Vec<Duration> = sent.iter().map(|(_, _, d, _)| *d).collect();
@@ -355,11 +350,7 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
         sandbox_cpu_ms_per_order: per_order(cpu0.1, cpu1.1),
         loadgen_cpu_ms_per_order: per_order(cpu0.2, cpu1.2),
         store_commits: commits as u64,
-        store_deferred_commits: deferred_commits as u64,
         store_jobs_per_commit: if commits > 0.0 { jobs / commits } else { 0.0 },
-        commit_strategy: format!(
-            "group commit: one writer thread folds every queued write into one redb transaction, durable (fsync) before any caller is answered if any write of it needs that; a webhook is acknowledged only after its durable commit, a decision is durable before its write-back is sent; the record of a sent write-back step or stock push is committed without waiting for the disk and carried to it by the next durable commit (within {} ms)",
-            crate::store::DEFERRED_SYNC_WITHIN.as_millis()
-        ),
+        commit_strategy: "group commit: one writer thread folds every queued write into one redb transaction with Durability::Immediate (fsync) before any caller is answered; a webhook is acknowledged only after its commit".into(),
     })
 }

@@ -21,7 +21,7 @@ use crate::inventory::InventorySettings;
 use crate::inventory::ledger::Effects;
 use crate::inventory::pattern::{SkuPattern, any_matches};
 use crate::model::Decision;
-use crate::store::{Persist, PushState, StoreError, WriteTx};
+use crate::store::{PushState, StoreError, WriteTx};
 use crate::telemetry::metrics::METRICS;
 use crate::workflow::Trigger;
 
@@ -151,9 +151,8 @@ async fn push_due(rt: &Runtime) -> Result<usize, StoreError> {
             tracing::warn!(workflow = %workflow, sku = %sku, "stock push failed; it is tried again: {e}");
         }
         let ok = error.is_none();
-        // Lost in a crash, the push is sent again with the newest figure.
         rt.store
-            .write_with(Persist::Deferred, move |w| {
+            .write(move |w| {
                 if let Some(mut cur) = w.push_state(&workflow, &sku)? {
                     match error {
                         None => {

@@ -16,7 +16,7 @@ use crate::connector::Connection;
 use crate::connector::client::{SendOptions, render_json};
 use crate::connector::webhook::encode_hex;
 use crate::model::{Decision, OrderRecord, WritebackState};
-use crate::store::{AuditEntry, AuditKind, DeadLetter, Persist, StepProgress, StepState, StoreError, WritebackJob};
+use crate::store::{AuditEntry, AuditKind, DeadLetter, StepProgress, StepState, StoreError, WritebackJob};
 use crate::telemetry::metrics::METRICS;
 use crate::workflow::Step;
 
@@ -324,9 +324,7 @@ enum StepEnd {
 }
 
 /// Record a step's outcome; the last step also closes the job and marks the
-/// order's write-back done (one commit). The record need not be on the disk
-/// before the next step: lost in a crash, the step is sent again with its
-/// idempotency key, as after a crash just before this commit.
+/// order's write-back done (one commit).
 async fn mark(
     rt: &Runtime,
     order_id: &str,
@@ -338,7 +336,7 @@ async fn mark(
 ) -> Result<(), StoreError> {
     let id = order_id.to_string();
     rt.store
-        .write_with(Persist::Deferred, move |w| {
+        .write(move |w| {
             if let StepEnd::Last(known) = end {
                 w.remove_writeback(&id)?;
                 let current = match known {

@@ -9,9 +9,7 @@
 //! single durable transaction (group commit): one fsync covers many events,
 //! so durability does not cap throughput at one fsync per order, and because
 //! there is one writer, check-then-write steps such as "reserve if available"
-//! are serialised by construction. A write a crash may lose without harm
-//! (the record of a step that is safe to repeat) can skip the wait for the
-//! disk (`Persist::Deferred`); the next durable commit carries it there.
+//! are serialised by construction.
 
 mod redb;
 pub mod tables;
@@ -19,7 +17,7 @@ pub mod tables;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-pub use self::redb::{DEFERRED_SYNC_WITHIN, Persist, Store, WriteTx};
+pub use self::redb::{Store, WriteTx};
 use crate::adapters::rules::AllocatedLine;
 use crate::connector::client::CallSummary;
 use crate::model::Decision;

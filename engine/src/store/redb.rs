@@ -22,30 +22,12 @@ use crate::model::{OrderRecord, OrderStatus};
 /// Most jobs folded into one transaction.
 const MAX_BATCH: usize = 512;
 
-/// The longest a write made with [`Persist::Deferred`] stays off the disk when
-/// no durable write comes along to carry it.
-pub const DEFERRED_SYNC_WITHIN: std::time::Duration = std::time::Duration::from_millis(50);
-
 type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> Completion + Send>;
 
 enum Msg {
-    Job(Job, Persist),
+    Job(Job),
     Stop(oneshot::Sender<()>),
-}
-
-/// When a write must be on the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Persist {
-    /// Before its caller is answered (fsync): intake, decisions, operator actions.
-    Now,
-    /// Committed and visible when its caller is answered, on the disk with
-    /// the next durable commit and at most [`DEFERRED_SYNC_WITHIN`] later.
-    /// Only for writes a crash may lose without harm: records of what was
-    /// already done that is safe to do again, such as a write-back step
-    /// sent with its idempotency key (a restart sends it again, with the
-    /// same key).
-    Deferred,
 }
 
 /// Handle to the state file. Cheap to clone.
@@ -147,16 +129,6 @@ impl Store {
         F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
-        self.write_with(Persist::Now, f).await
-    }
-
-    /// Run `f` inside the next group-committed write transaction; resolves
-    /// once it is committed, and, with [`Persist::Now`], on the disk.
-    pub async fn write_with<R, F>(&self, persist: Persist, f: F) -> Result<R, StoreError>
-    where
-        F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
-        R: Send + 'static,
-    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |w| {
             let result = f(w);
@@ -168,7 +140,7 @@ impl Store {
                 let _ = tx.send(out);
             })
         });
-        self.inner.jobs.send(Msg::Job(job, persist)).await.map_err(|_| StoreError::Closed)?;
+        self.inner.jobs.send(Msg::Job(job)).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -464,98 +436,36 @@ fn reserved_with_prefix(table: &impl ReadableTable<(&'static str, &'static str),
     Ok(total)
 }
 
-/// What the writer took off the queue for one transaction.
-struct Batch {
-    jobs: Vec<Job>,
-    persist: Persist,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Batch {
-    fn take(&mut self, msg: Msg) {
-        match msg {
-            Msg::Job(job, persist) => {
-                self.jobs.push(job);
-                if persist == Persist::Now {
-                    self.persist = Persist::Now;
-                }
-            }
-            Msg::Stop(s) => self.stop = Some(s),
-        }
-    }
-}
-
-/// Deferred commits not yet carried to the disk.
-#[derive(Default)]
-struct Unsynced {
-    commits: u64,
-    /// When the oldest of them was committed.
-    since: Option<std::time::Instant>,
-}
-
-impl Unsynced {
-    /// How long the writer may still wait for a durable write to carry them.
-    fn time_left(&self) -> Option<std::time::Duration> {
-        self.since.map(|since| DEFERRED_SYNC_WITHIN.saturating_sub(since.elapsed()))
-    }
-}
-
-/// Takes whatever is queued as one batch; a batch is durable when any of its
-/// writes asks for it, when the writer stops, or when deferred commits have
-/// waited [`DEFERRED_SYNC_WITHIN`] for one (an empty durable commit then
-/// carries them if the queue is quiet).
 fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Sender<()>> {
-    // Only for the wait on a quiet queue; the thread runs nothing else on it.
-    let timer = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a timer runtime starts");
-    let mut unsynced = Unsynced::default();
-    loop {
-        let first = match unsynced.time_left() {
-            Some(left) => match timer.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
-                Ok(msg) => msg,
-                Err(_quiet) => {
-                    run_batch(db, Vec::new(), Persist::Now, &mut unsynced);
-                    continue;
-                }
-            },
-            None => rx.blocking_recv(),
-        };
-        let Some(first) = first else {
-            if unsynced.commits > 0 {
-                run_batch(db, Vec::new(), Persist::Now, &mut unsynced);
-            }
-            return None;
-        };
-        let mut batch = Batch { jobs: Vec::new(), persist: Persist::Deferred, stop: None };
-        batch.take(first);
-        while batch.stop.is_none() && batch.jobs.len() < MAX_BATCH {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = Vec::new();
+        let mut stop = None;
+        match first {
+            Msg::Job(j) => jobs.push(j),
+            Msg::Stop(s) => stop = Some(s),
+        }
+        while stop.is_none() && jobs.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(msg) => batch.take(msg),
+                Ok(Msg::Job(j)) => jobs.push(j),
+                Ok(Msg::Stop(s)) => stop = Some(s),
                 Err(_) => break,
             }
         }
-        let overdue = unsynced.time_left().is_some_and(|left| left.is_zero());
-        if overdue || (batch.stop.is_some() && (unsynced.commits > 0 || !batch.jobs.is_empty())) {
-            batch.persist = Persist::Now;
+        if !jobs.is_empty() {
+            run_batch(db, jobs);
         }
-        if !batch.jobs.is_empty() || batch.persist == Persist::Now {
-            run_batch(db, batch.jobs, batch.persist, &mut unsynced);
-        }
-        if batch.stop.is_some() {
-            return batch.stop;
+        if stop.is_some() {
+            return stop;
         }
     }
+    None
 }
 
-/// Run one batch in one transaction, keeping `unsynced` in step before its
-/// callers hear of it.
-fn run_batch(db: &Database, jobs: Vec<Job>, persist: Persist, unsynced: &mut Unsynced) {
+fn run_batch(db: &Database, jobs: Vec<Job>) {
     let mut txn = match db.begin_write() {
         Ok(t) => t,
         Err(e) => {
             let err = storage(e);
-            if jobs.is_empty() {
-                tracing::error!("deferred writes not yet on disk: {err}");
-            }
             for job in jobs {
                 // The job never ran; tell its caller why.
                 fail_unrun(job, &err);
@@ -563,10 +473,7 @@ fn run_batch(db: &Database, jobs: Vec<Job>, persist: Persist, unsynced: &mut Uns
             return;
         }
     };
-    let _ = txn.set_durability(match persist {
-        Persist::Now => Durability::Immediate,
-        Persist::Deferred => Durability::None,
-    });
+    let _ = txn.set_durability(Durability::Immediate);
     let mut completions = Vec::with_capacity(jobs.len());
     let failed = {
         let mut w = WriteTx { txn: &txn, tables: OpenTables::default(), failed: None };
@@ -585,17 +492,7 @@ fn run_batch(db: &Database, jobs: Vec<Job>, persist: Persist, unsynced: &mut Uns
         }
         None => txn.commit().err().map(storage),
     };
-    match (&result, persist) {
-        (None, Persist::Now) => *unsynced = Unsynced::default(),
-        (None, Persist::Deferred) => {
-            unsynced.commits += 1;
-            unsynced.since.get_or_insert_with(std::time::Instant::now);
-        }
-        // Nobody else hears of a failed commit that only carried deferred ones.
-        (Some(e), _) if completions.is_empty() => tracing::error!("deferred writes not yet on disk: {e}"),
-        (Some(_), _) => {}
-    }
-    crate::telemetry::metrics::METRICS.store_commit(completions.len(), persist == Persist::Now, unsynced.commits);
+    crate::telemetry::metrics::METRICS.store_commit(completions.len());
     for c in completions {
         c(result.as_ref());
     }
@@ -1020,26 +917,6 @@ mod tests {
         store.write(move |w| w.put_order(&second).map(|_| ())).await.unwrap();
         let got = store.write(move |w| w.order_or_known("shop:1", record("known"), &stored)).await.unwrap();
         assert_eq!(got.map(|r| r.reason).as_deref(), Some("second"));
-        store.close().await;
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[tokio::test]
-    async fn a_deferred_write_is_visible_at_once_and_kept_by_a_close() {
-        let dir = tempdir();
-        let path = dir.join("s.redb");
-        {
-            let store = Store::open(&path).unwrap();
-            store.write_with(Persist::Deferred, |w| w.set_cursor("wf", "a")).await.unwrap();
-            assert_eq!(store.cursor("wf").unwrap().as_deref(), Some("a"));
-            // A durable write carries the deferred one before it to the disk; the close, the last one.
-            store.write(|w| w.set_cursor("other", "b")).await.unwrap();
-            store.write_with(Persist::Deferred, |w| w.set_cursor("wf", "c")).await.unwrap();
-            store.close().await;
-        }
-        let store = Store::open(&path).unwrap();
-        assert_eq!(store.cursor("wf").unwrap().as_deref(), Some("c"));
-        assert_eq!(store.cursor("other").unwrap().as_deref(), Some("b"));
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -20,9 +20,7 @@ pub struct Metrics {
     counters: Mutex<Series<u64>>,
     gauges: Mutex<Series<f64>>,
     commits: AtomicU64,
-    deferred_commits: AtomicU64,
     committed_jobs: AtomicU64,
-    unsynced_commits: AtomicU64,
 }
 
 /// Family name → rendered label set → value.
@@ -64,13 +62,8 @@ const HELP: &[(&str, &str)] = &[
     ("ordersync_requests_total", "Outbound platform requests by connection and outcome."),
     ("ordersync_config_reloads_total", "Config loads by result."),
     ("ordersync_config_version", "Version number of the live config."),
-    ("ordersync_store_commits_total", "Durable write transactions committed (each one fsync)."),
-    (
-        "ordersync_store_deferred_commits_total",
-        "Write transactions committed without waiting for the disk; the next durable commit carries them to it.",
-    ),
-    ("ordersync_store_committed_jobs_total", "Writes folded into committed transactions of either kind (group commit)."),
-    ("ordersync_store_unsynced_commits", "Deferred commits not yet carried to the disk."),
+    ("ordersync_store_commits_total", "Durable write transactions committed."),
+    ("ordersync_store_committed_jobs_total", "Writes folded into those transactions (group commit)."),
     ("ordersync_queue_depth", "Events accepted and not yet processed."),
     ("ordersync_outbox_pending", "Write-back jobs not yet finished."),
     ("ordersync_dead_letters", "Write-back steps in the dead-letter list."),
@@ -119,12 +112,8 @@ impl Metrics {
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// A committed (or failed) write transaction, and how many deferred
-    /// commits are now off the disk.
-    pub fn store_commit(&self, jobs: usize, durable: bool, unsynced: u64) {
-        self.unsynced_commits.store(unsynced, Ordering::Relaxed);
-        let commits = if durable { &self.commits } else { &self.deferred_commits };
-        commits.fetch_add(1, Ordering::Relaxed);
+    pub fn store_commit(&self, jobs: usize) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
         self.committed_jobs.fetch_add(jobs as u64, Ordering::Relaxed);
     }
 
@@ -138,14 +127,6 @@ impl Metrics {
             .entry("ordersync_store_commits_total")
             .or_default()
             .push((String::new(), self.commits.load(Ordering::Relaxed).to_string()));
-        families
-            .entry("ordersync_store_deferred_commits_total")
-            .or_default()
-            .push((String::new(), self.deferred_commits.load(Ordering::Relaxed).to_string()));
-        families
-            .entry("ordersync_store_unsynced_commits")
-            .or_default()
-            .push((String::new(), self.unsynced_commits.load(Ordering::Relaxed).to_string()));
         families
             .entry("ordersync_store_committed_jobs_total")
             .or_default()
