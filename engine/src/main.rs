@@ -1,12 +1,12 @@
 #![forbid(unsafe_code)]
 
-// The engine allocates many small, short-lived JSON values per order;
-// mimalloc serves those with far less contention and overhead than glibc's.
-// Its `no_thp` build keeps it from asking for transparent huge pages: they
-// made a 2 MiB page resident for every few kilobytes in use (an idle daemon
-// held 35 MB instead of 24) and bought no measurable speed.
+// The engine allocates many small, short-lived JSON values per order, and
+// much of it is freed on another thread than the one that allocated it (a
+// write's data goes to the store's writer thread). jemalloc serves that
+// with less overhead than glibc's allocator or mimalloc. It is built not to
+// use transparent huge pages (`.cargo/config.toml`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     ordersync::cli::main()
