@@ -110,7 +110,10 @@ pub fn extract_per_sku(
     wanted
         .iter()
         .map(|&sku| {
-            let item = items.iter().find(|(s, _)| *s == sku).or_else(|| items.iter().find(|(s, _)| loose(s) == loose(sku)));
+            let item = items.iter().find(|(s, _)| *s == sku).or_else(|| {
+                let sku = loose(sku);
+                items.iter().find(|(s, _)| loose(s) == sku)
+            });
             item.map(|(_, item)| extract_object(fields, item))
                 .transpose()
                 .map_err(|missing| MissingForSku { sku: sku.to_string(), missing })

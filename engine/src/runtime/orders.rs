@@ -425,7 +425,6 @@ impl Lookups<'_> {
 
     /// A SKU's first answer in hand: add what its `also` requests find,
     /// read the stock from it and put it on the record.
-    #[allow(clippy::too_many_arguments)]
     async fn finish(
         &self,
         ctx: &mut Value,
