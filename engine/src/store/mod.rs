@@ -156,6 +156,7 @@ pub struct SkuPicture {
 /// to its current on-hand and reserved units.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StockChange {
+    /// Orders the changes: one sequence over every SKU.
     pub seq: u64,
     pub at: String,
     pub kind: StockChangeKind,

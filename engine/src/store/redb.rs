@@ -92,11 +92,13 @@ impl Store {
             txn.open_table(DEAD_LETTERS).map_err(storage)?;
             txn.open_table(FAILED_EVENTS).map_err(storage)?;
             txn.open_table(STOCK_HISTORY).map_err(storage)?;
+            txn.open_table(STOCK_JOURNAL).map_err(storage)?;
             txn.open_table(INCOMING).map_err(storage)?;
             txn.open_table(WAITLIST).map_err(storage)?;
             txn.open_table(PUSHES).map_err(storage)?;
             txn.open_table(CURSORS).map_err(storage)?;
             txn.open_table(AUTH_TOKENS).map_err(storage)?;
+            seed_stock_change_counter(&txn)?;
         }
         txn.commit().map_err(storage)?;
 
@@ -333,9 +335,17 @@ impl Store {
     /// A SKU's stock history, oldest first; at most `limit` of the newest.
     pub fn stock_history(&self, sku: &str, limit: usize) -> Result<Vec<StockChange>, StoreError> {
         self.read(|t| {
+            // The journal holds the newest changes (every filed one is older).
+            let journal = t.open_table(STOCK_JOURNAL).map_err(storage)?;
             let table = t.open_table(STOCK_HISTORY).map_err(storage)?;
             let mut out = Vec::new();
-            for row in table.range((sku, 0)..=(sku, u64::MAX)).map_err(storage)?.rev().take(limit) {
+            for row in journal.iter().map_err(storage)?.rev() {
+                let (k, v) = row.map_err(storage)?;
+                if out.len() < limit && k.value().1 == sku {
+                    out.push(decode("stock change", v.value())?);
+                }
+            }
+            for row in table.range((sku, 0)..=(sku, u64::MAX)).map_err(storage)?.rev().take(limit - out.len()) {
                 let (_, v) = row.map_err(storage)?;
                 out.push(decode("stock change", v.value())?);
             }
@@ -451,8 +461,8 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Se
                 Err(_) => break,
             }
         }
-        if !jobs.is_empty() {
-            run_batch(db, jobs);
+        if !jobs.is_empty() && run_batch(db, jobs) >= STOCK_JOURNAL_FOLD_AT {
+            fold_stock_journal(db);
         }
         if stop.is_some() {
             return stop;
@@ -461,7 +471,9 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Se
     None
 }
 
-fn run_batch(db: &Database, jobs: Vec<Job>) {
+/// Run the jobs in one durable transaction; gives the length of the stock
+/// journal after it (0 when the batch did not touch it).
+fn run_batch(db: &Database, jobs: Vec<Job>) -> u64 {
     let mut txn = match db.begin_write() {
         Ok(t) => t,
         Err(e) => {
@@ -470,12 +482,12 @@ fn run_batch(db: &Database, jobs: Vec<Job>) {
                 // The job never ran; tell its caller why.
                 fail_unrun(job, &err);
             }
-            return;
+            return 0;
         }
     };
     let _ = txn.set_durability(Durability::Immediate);
     let mut completions = Vec::with_capacity(jobs.len());
-    let failed = {
+    let (failed, journalled) = {
         let mut w = WriteTx { txn: &txn, tables: OpenTables::default(), failed: None };
         for job in jobs {
             completions.push(job(&mut w));
@@ -483,7 +495,8 @@ fn run_batch(db: &Database, jobs: Vec<Job>) {
                 break;
             }
         }
-        w.failed
+        let journalled = w.tables.stock_journal.as_ref().and_then(|t| t.len().ok()).unwrap_or(0);
+        (w.failed, journalled)
     };
     let result = match failed {
         Some(e) => {
@@ -493,9 +506,59 @@ fn run_batch(db: &Database, jobs: Vec<Job>) {
         None => txn.commit().err().map(storage),
     };
     crate::telemetry::metrics::METRICS.store_commit(completions.len());
+    let ok = result.is_none();
     for c in completions {
         c(result.as_ref());
     }
+    if ok { journalled } else { 0 }
+}
+
+/// File the journalled stock changes under their SKUs, in one transaction of
+/// their own: sorted, they rewrite each SKU's newest history page once for
+/// the lot. On failure they stay journalled (readers see them there) and
+/// the next batch that journals a change tries again.
+fn fold_stock_journal(db: &Database) {
+    let fold = || -> Result<usize, StoreError> {
+        let txn = db.begin_write().map_err(storage)?;
+        let moved = {
+            let mut journal = txn.open_table(STOCK_JOURNAL).map_err(storage)?;
+            let mut entries = Vec::new();
+            for row in journal.extract_if(|_, _| true).map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                let (seq, sku) = k.value();
+                entries.push((sku.to_string(), seq, v.value().to_vec()));
+            }
+            entries.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            let mut history = txn.open_table(STOCK_HISTORY).map_err(storage)?;
+            for (sku, seq, change) in &entries {
+                history.insert((sku.as_str(), *seq), change.as_slice()).map_err(storage)?;
+            }
+            entries.len()
+        };
+        txn.commit().map_err(storage)?;
+        Ok(moved)
+    };
+    match fold() {
+        Ok(moved) => tracing::debug!(moved, "stock journal filed into the history"),
+        Err(e) => tracing::error!("stock journal not filed (it stays readable and is retried): {e}"),
+    }
+}
+
+/// Stock changes are numbered by one counter for all SKUs. A state file from
+/// before the journal numbered each SKU's changes from 1: start past the
+/// highest, so every SKU's history stays in order.
+fn seed_stock_change_counter(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(storage)?;
+    if meta.get(NEXT_STOCK_CHANGE).map_err(storage)?.is_some() {
+        return Ok(());
+    }
+    let history = txn.open_table(STOCK_HISTORY).map_err(storage)?;
+    let mut highest = 0;
+    for row in history.iter().map_err(storage)? {
+        highest = highest.max(row.map_err(storage)?.0.value().1);
+    }
+    meta.insert(NEXT_STOCK_CHANGE, highest + 1).map_err(storage)?;
+    Ok(())
 }
 
 fn fail_unrun(job: Job, err: &StoreError) {
@@ -540,7 +603,7 @@ batch_tables! {
     reservations: RESERVATIONS as Table<(&'static str, &'static str), i64>;
     reserved_totals: RESERVED_TOTALS as Table<&'static str, i64>;
     outbox: OUTBOX as Table<&'static str, &'static [u8]>;
-    stock_history: STOCK_HISTORY as Table<(&'static str, u64), &'static [u8]>;
+    stock_journal: STOCK_JOURNAL as Table<(u64, &'static str), &'static [u8]>;
     incoming_stock: INCOMING as Table<&'static str, &'static [u8]>;
     waitlist: WAITLIST as Table<(&'static str, u64, u64, &'static str), ()>;
     pushes: PUSHES as Table<(&'static str, &'static str), &'static [u8]>;
@@ -714,12 +777,10 @@ impl WriteTx<'_> {
         r.map_err(|e| self.failed(e))
     }
 
-    /// Append to a SKU's stock history (its `seq` is assigned here).
+    /// Append to a SKU's stock history (its `seq`, one sequence over all SKUs, is assigned here).
     pub fn add_stock_change(&mut self, sku: &str, mut change: StockChange) -> Result<(), StoreError> {
-        let t = self.stock_history()?;
-        let last = t.range((sku, 0)..=(sku, u64::MAX)).map_err(storage)?.next_back().transpose().map_err(storage)?;
-        change.seq = last.map_or(1, |(k, _)| k.value().1 + 1);
-        let r = t.insert((sku, change.seq), encode(&change).as_slice()).map(|_| ());
+        change.seq = self.next_id(NEXT_STOCK_CHANGE)?;
+        let r = self.stock_journal()?.insert((change.seq, sku), encode(&change).as_slice()).map(|_| ());
         r.map_err(|e| self.failed(e))
     }
 
@@ -917,6 +978,90 @@ mod tests {
         store.write(move |w| w.put_order(&second).map(|_| ())).await.unwrap();
         let got = store.write(move |w| w.order_or_known("shop:1", record("known"), &stored)).await.unwrap();
         assert_eq!(got.map(|r| r.reason).as_deref(), Some("second"));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn change(cause: &str) -> StockChange {
+        StockChange {
+            seq: 0,
+            at: "2026-01-01T00:00:00Z".into(),
+            kind: crate::store::StockChangeKind::Reserved,
+            location: None,
+            on_hand_delta: 0,
+            reserved_delta: 1,
+            on_hand_after: 10,
+            reserved_after: 1,
+            cause: cause.into(),
+        }
+    }
+
+    fn causes(history: Vec<StockChange>) -> Vec<String> {
+        history.into_iter().map(|c| c.cause).collect()
+    }
+
+    fn journalled(store: &Store) -> u64 {
+        store.read(|t| t.open_table(STOCK_JOURNAL).map_err(storage)?.len().map_err(storage)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn stock_history_reads_the_same_journalled_and_filed() {
+        let dir = tempdir();
+        let path = dir.join("s.redb");
+        let store = Store::open(&path).unwrap();
+        let sku_of = |i: u64| if i % 3 == 0 { "B" } else { "A" };
+        let short_of_a_fold = STOCK_JOURNAL_FOLD_AT - 1;
+        store.write(move |w| (0..short_of_a_fold).try_for_each(|i| w.add_stock_change(sku_of(i), change(&i.to_string())))).await.unwrap();
+        assert_eq!(journalled(&store), short_of_a_fold);
+        let all_a: Vec<String> = (0..short_of_a_fold).filter(|i| sku_of(*i) == "A").map(|i| i.to_string()).collect();
+        assert_eq!(causes(store.stock_history("A", usize::MAX).unwrap()), all_a);
+        assert_eq!(causes(store.stock_history("A", 2).unwrap()), all_a[all_a.len() - 2..]);
+
+        // One more fills the journal: it is filed, and reads as before.
+        store.write(|w| w.add_stock_change("A", change("last"))).await.unwrap();
+        store.write(|_| Ok(())).await.unwrap();
+        assert_eq!(journalled(&store), 0);
+        let mut expected = all_a.clone();
+        expected.push("last".into());
+        assert_eq!(causes(store.stock_history("A", usize::MAX).unwrap()), expected);
+        assert_eq!(causes(store.stock_history("A", 1).unwrap()), ["last"]);
+
+        // Newer changes sit in the journal again, after the filed ones.
+        store.write(|w| w.add_stock_change("A", change("newest"))).await.unwrap();
+        expected.push("newest".into());
+        store.close().await;
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let history = store.stock_history("A", usize::MAX).unwrap();
+        assert!(history.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(causes(history), expected);
+        assert_eq!(causes(store.stock_history("A", 2).unwrap()), ["last", "newest"]);
+        assert_eq!(store.stock_history("B", usize::MAX).unwrap().len() as u64, short_of_a_fold.div_ceil(3));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_history_numbered_per_sku_stays_in_order_after_the_upgrade() {
+        let dir = tempdir();
+        let path = dir.join("s.redb");
+        {
+            // A state file from before the journal: each SKU numbered from 1, no counter.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut history = txn.open_table(STOCK_HISTORY).unwrap();
+                for seq in 1..=5 {
+                    history.insert(("A", seq), encode(&change(&format!("old {seq}"))).as_slice()).unwrap();
+                }
+                history.insert(("B", 1), encode(&change("old B")).as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        store.write(|w| w.add_stock_change("B", change("new B"))).await.unwrap();
+        assert_eq!(causes(store.stock_history("B", usize::MAX).unwrap()), ["old B", "new B"]);
+        assert_eq!(causes(store.stock_history("A", 2).unwrap()), ["old 4", "old 5"]);
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -6,7 +6,7 @@
 
 use redb::TableDefinition;
 
-/// Counters: `next_event_id`, `next_dead_letter_id`.
+/// Counters: `next_event_id`, `next_dead_letter_id`, `next_stock_change`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Queued events by id: accepted, not yet fully processed.
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -28,6 +28,11 @@ pub const RESERVED_TOTALS: TableDefinition<&str, i64> = TableDefinition::new("re
 pub const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 /// Stock history: (sku, sequence) → one change of on-hand or reserved, with its cause.
 pub const STOCK_HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("stock_history");
+/// Stock changes not yet filed under their SKU: (sequence, sku) → change.
+/// Filing each change at once would rewrite one page per SKU touched in
+/// every commit; appended here, they fill pages in order and are moved to
+/// `STOCK_HISTORY` in bulk (see `STOCK_JOURNAL_FOLD_AT`).
+pub const STOCK_JOURNAL: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("stock_journal");
 /// Incoming stock (purchase orders) per SKU, as the stock master reported it.
 pub const INCOMING: TableDefinition<&str, &[u8]> = TableDefinition::new("incoming");
 /// Waitlist: (sku, inverted priority, arrival, order id) → (); iteration order is service order.
@@ -45,6 +50,11 @@ pub const FAILED_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("fai
 
 pub const NEXT_EVENT_ID: &str = "next_event_id";
 pub const NEXT_DEAD_LETTER_ID: &str = "next_dead_letter_id";
+/// One sequence over the stock changes of every SKU.
+pub const NEXT_STOCK_CHANGE: &str = "next_stock_change";
+
+/// How many journalled stock changes a commit moves to the history at once.
+pub const STOCK_JOURNAL_FOLD_AT: u64 = 1024;
 
 /// Higher priority sorts first.
 pub fn inverted_priority(priority: i64) -> u64 {
