@@ -340,8 +340,11 @@ impl Store {
             let table = t.open_table(STOCK_HISTORY).map_err(storage)?;
             let mut out = Vec::new();
             for row in journal.iter().map_err(storage)?.rev() {
+                if out.len() == limit {
+                    break;
+                }
                 let (k, v) = row.map_err(storage)?;
-                if out.len() < limit && k.value().1 == sku {
+                if k.value().1 == sku {
                     out.push(decode("stock change", v.value())?);
                 }
             }
