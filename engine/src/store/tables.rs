@@ -53,7 +53,7 @@ pub const NEXT_DEAD_LETTER_ID: &str = "next_dead_letter_id";
 /// One sequence over the stock changes of every SKU.
 pub const NEXT_STOCK_CHANGE: &str = "next_stock_change";
 
-/// How many journalled stock changes a commit moves to the history at once.
+/// The stock journal is filed into the history once it holds this many changes.
 pub const STOCK_JOURNAL_FOLD_AT: u64 = 1024;
 
 /// Higher priority sorts first.
