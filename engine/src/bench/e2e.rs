@@ -74,6 +74,19 @@ pub struct E2eReport {
 
 struct Proc {
     child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// If the process has ended: how, with the end of its log (the work
+    /// directory holding the log is removed when the run ends).
+    fn ended(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok().flatten()?;
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Some(format!("exited ({status}); the end of its log:\n{}", tail.join("\n")))
+    }
 }
 
 impl Drop for Proc {
@@ -93,10 +106,10 @@ impl Drop for Proc {
 
 fn spawn(args: &[&str], log: &Path) -> anyhow::Result<Proc> {
     let exe = std::env::current_exe().context("finding the ordersync binary")?;
-    let log = std::fs::File::create(log)?;
+    let file = std::fs::File::create(log)?;
     let child =
-        Command::new(exe).args(args).stdout(Stdio::null()).stderr(log).env("RUST_LOG", "warn").spawn().context("starting a process")?;
-    Ok(Proc { child })
+        Command::new(exe).args(args).stdout(Stdio::null()).stderr(file).env("RUST_LOG", "warn").spawn().context("starting a process")?;
+    Ok(Proc { child, log: log.to_path_buf() })
 }
 
 async fn wait_for_file(path: &Path, what: &str, proc: &mut Proc) -> anyhow::Result<String> {
@@ -107,8 +120,8 @@ async fn wait_for_file(path: &Path, what: &str, proc: &mut Proc) -> anyhow::Resu
                 return Ok(text);
             }
         }
-        if let Ok(Some(status)) = proc.child.try_wait() {
-            bail!("{what} exited ({status}) before it was ready");
+        if let Some(how) = proc.ended() {
+            bail!("{what} stopped before it was ready: it {how}");
         }
         if Instant::now() > deadline {
             bail!("{what} was not ready in time");
@@ -278,6 +291,11 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
     let mut after = 0u64;
     let finish_deadline = Instant::now() + Duration::from_secs(300);
     while done_at.len() < sent_at.len() && Instant::now() < finish_deadline {
+        for (what, proc) in [("the daemon", &mut daemon), ("the sandbox", &mut sandbox)] {
+            if let Some(how) = proc.ended() {
+                bail!("{what} stopped during the run ({} of {} orders written back): it {how}", done_at.len(), sent_at.len());
+            }
+        }
         let resp: Value = http.get(format!("{sandbox_url}/_sandbox/effects?after={after}&limit=50000")).send().await?.json().await?;
         let effects = resp["effects"].as_array().cloned().unwrap_or_default();
         if effects.is_empty() {
