@@ -83,8 +83,8 @@ impl Proc {
     fn ended(&mut self) -> Option<String> {
         let status = self.child.try_wait().ok().flatten()?;
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(20)..];
         Some(format!("exited ({status}); the end of its log:\n{}", tail.join("\n")))
     }
 }
