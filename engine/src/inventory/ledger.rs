@@ -137,7 +137,7 @@ pub fn record_report(
     let reserved_before = w.reserved_total(sku)?;
     let mut levels = reported.levels.clone();
     if excludes_open_orders {
-        let held = w.reserved_by_prefix(sku, &format!("{source}:"))?;
+        let held = w.reserved_by_connection(sku, source)?;
         match levels.first_mut() {
             Some(first) => first.1 += held,
             None if held > 0 => levels.push(("default".into(), held)),

@@ -222,17 +222,16 @@ fn views(
 ) -> Result<BTreeMap<String, StockView>, StoreError> {
     let conn = &wf.connection;
     let mut out = BTreeMap::new();
-    let own_prefix = format!("{}:", conn.name);
     let excludes = conn.connector.reported_excludes_open_orders;
     let skus: Vec<&str> = reported.iter().map(|r| r.sku.as_str()).collect();
-    let pictures = rt.store.sku_pictures(&skus, excludes.then_some(own_prefix.as_str()))?;
+    let pictures = rt.store.sku_pictures(&skus, excludes.then_some(conn.name.as_str()))?;
     for (r, ledger) in reported.iter().zip(pictures) {
         let sku = &r.sku;
         let safety = cfg.inventory.safety_stock(sku);
         let view = if cfg.inventory.accepts_report(sku, &conn.name) || ledger.rows.is_empty() {
             let mut r = Cow::Borrowed(r);
             if excludes {
-                let held = ledger.reserved_by_prefix;
+                let held = ledger.reserved_by_connection;
                 let levels = &mut r.to_mut().levels;
                 match levels.first_mut() {
                     Some(first) => first.1 += held,

@@ -147,8 +147,8 @@ pub struct SkuPicture {
     pub rows: Vec<(String, StockRow)>,
     /// Units reserved by approved orders of every channel.
     pub reserved: i64,
-    /// Units of it reserved by orders whose id starts with the prefix asked for.
-    pub reserved_by_prefix: i64,
+    /// Units of it reserved by the orders of the connection asked for.
+    pub reserved_by_connection: i64,
     pub incoming: Vec<crate::model::Incoming>,
 }
 

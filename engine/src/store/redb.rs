@@ -5,7 +5,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
@@ -87,7 +87,7 @@ impl Store {
             txn.open_table(AUDIT).map_err(storage)?;
             txn.open_table(STOCK).map_err(storage)?;
             txn.open_table(RESERVATIONS).map_err(storage)?;
-            txn.open_table(RESERVED_TOTALS).map_err(storage)?;
+            txn.open_table(RESERVED).map_err(storage)?;
             txn.open_table(OUTBOX).map_err(storage)?;
             txn.open_table(DEAD_LETTERS).map_err(storage)?;
             txn.open_table(FAILED_EVENTS).map_err(storage)?;
@@ -99,6 +99,7 @@ impl Store {
             txn.open_table(CURSORS).map_err(storage)?;
             txn.open_table(AUTH_TOKENS).map_err(storage)?;
             seed_stock_change_counter(&txn)?;
+            rekey_reservations_by_order(&txn)?;
         }
         txn.commit().map_err(storage)?;
 
@@ -244,31 +245,32 @@ impl Store {
     }
 
     pub fn reserved_total(&self, sku: &str) -> Result<i64, StoreError> {
-        self.read(|t| Ok(t.open_table(RESERVED_TOTALS).map_err(storage)?.get(sku).map_err(storage)?.map_or(0, |v| v.value())))
+        self.read(|t| reserved_of(&t.open_table(RESERVED).map_err(storage)?, sku))
     }
 
     /// A SKU's rows, reservations and incoming stock in one read
-    /// transaction; `prefix` picks the orders `reserved_by_prefix` counts.
-    pub fn sku_picture(&self, sku: &str, prefix: Option<&str>) -> Result<SkuPicture, StoreError> {
-        Ok(self.sku_pictures(&[sku], prefix)?.pop().expect("one picture per SKU"))
+    /// transaction; `connection` picks whose reservations `reserved_by_connection` counts.
+    pub fn sku_picture(&self, sku: &str, connection: Option<&str>) -> Result<SkuPicture, StoreError> {
+        Ok(self.sku_pictures(&[sku], connection)?.pop().expect("one picture per SKU"))
     }
 
     /// [`Store::sku_picture`] of several SKUs, all of one instant.
-    pub fn sku_pictures(&self, skus: &[&str], prefix: Option<&str>) -> Result<Vec<SkuPicture>, StoreError> {
+    pub fn sku_pictures(&self, skus: &[&str], connection: Option<&str>) -> Result<Vec<SkuPicture>, StoreError> {
         self.read(|t| {
             let stock = t.open_table(STOCK).map_err(storage)?;
-            let totals = t.open_table(RESERVED_TOTALS).map_err(storage)?;
-            let reservations = t.open_table(RESERVATIONS).map_err(storage)?;
+            let reserved = t.open_table(RESERVED).map_err(storage)?;
             let incoming = t.open_table(INCOMING).map_err(storage)?;
             let picture = |sku: &str| {
                 let rows = stock_rows(&stock, sku)?;
-                let reserved = totals.get(sku).map_err(storage)?.map_or(0, |v| v.value());
-                let reserved_by_prefix = match prefix.filter(|_| reserved > 0) {
-                    Some(prefix) => reserved_with_prefix(&reservations, sku, prefix)?,
-                    None => 0,
-                };
+                let by_connection = reserved_by_connection(&reserved, sku)?;
+                let mine = connection.and_then(|c| by_connection.iter().find(|(held_by, _)| held_by == c));
                 let incoming = incoming.get(sku).map_err(storage)?.map(|v| decode("incoming", v.value()));
-                Ok(SkuPicture { rows, reserved, reserved_by_prefix, incoming: incoming.transpose()?.unwrap_or_default() })
+                Ok(SkuPicture {
+                    rows,
+                    reserved: by_connection.iter().map(|(_, qty)| qty).sum(),
+                    reserved_by_connection: mine.map_or(0, |(_, qty)| *qty),
+                    incoming: incoming.transpose()?.unwrap_or_default(),
+                })
             };
             skus.iter().map(|sku| picture(sku)).collect()
         })
@@ -298,23 +300,33 @@ impl Store {
     /// SKUs with reservations, and their totals.
     pub fn reserved_all(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.read(|t| {
-            let table = t.open_table(RESERVED_TOTALS).map_err(storage)?;
-            table.iter().map_err(storage)?.map(|r| r.map(|(k, v)| (k.value().to_string(), v.value())).map_err(storage)).collect()
+            let table = t.open_table(RESERVED).map_err(storage)?;
+            let mut out: Vec<(String, i64)> = Vec::new();
+            for row in table.iter().map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                let (sku, _) = k.value();
+                match out.last_mut() {
+                    Some((last, total)) if last == sku => *total += v.value(),
+                    _ => out.push((sku.to_string(), v.value())),
+                }
+            }
+            Ok(out)
         })
     }
 
-    /// Reservations of one SKU: (order id, units).
+    /// Reservations of one SKU: (order id, units). Reservations are kept by
+    /// order, so this reads every open one: for the admin API, not for the
+    /// order path.
     pub fn reservations(&self, sku: &str) -> Result<Vec<(String, i64)>, StoreError> {
         self.read(|t| {
             let table = t.open_table(RESERVATIONS).map_err(storage)?;
             let mut out = Vec::new();
-            for row in table.range((sku, "")..).map_err(storage)? {
+            for row in table.iter().map_err(storage)? {
                 let (k, v) = row.map_err(storage)?;
-                let (s, order) = k.value();
-                if s != sku {
-                    break;
+                let (order, s) = k.value();
+                if s == sku {
+                    out.push((order.to_string(), v.value()));
                 }
-                out.push((order.to_string(), v.value()));
             }
             Ok(out)
         })
@@ -436,12 +448,29 @@ fn stock_rows(
 }
 
 /// Units of `sku` reserved by orders whose id starts with `prefix`.
-fn reserved_with_prefix(table: &impl ReadableTable<(&'static str, &'static str), i64>, sku: &str, prefix: &str) -> Result<i64, StoreError> {
-    let mut total = 0;
-    for row in table.range((sku, prefix)..).map_err(storage)? {
+/// A SKU's reserved units per connection holding any.
+fn reserved_by_connection(
+    table: &impl ReadableTable<(&'static str, &'static str), i64>,
+    sku: &str,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut out = Vec::new();
+    for row in table.range((sku, "")..).map_err(storage)? {
         let (k, v) = row.map_err(storage)?;
-        let (s, order) = k.value();
-        if s != sku || !order.starts_with(prefix) {
+        let (s, connection) = k.value();
+        if s != sku {
+            break;
+        }
+        out.push((connection.to_string(), v.value()));
+    }
+    Ok(out)
+}
+
+/// A SKU's reserved units over every connection.
+fn reserved_of(table: &impl ReadableTable<(&'static str, &'static str), i64>, sku: &str) -> Result<i64, StoreError> {
+    let mut total = 0;
+    for row in table.range((sku, "")..).map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        if k.value().0 != sku {
             break;
         }
         total += v.value();
@@ -564,6 +593,35 @@ fn seed_stock_change_counter(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A state file from before reservations were kept by order: move its
+/// (sku, order) rows into today's tables, count each connection's share of
+/// every SKU afresh from them, and drop the old tables (once, on open).
+fn rekey_reservations_by_order(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let tables: Vec<String> = txn.list_tables().map_err(storage)?.map(|t| t.name().to_string()).collect();
+    let exists = |name: &str| tables.iter().any(|t| t == name);
+    if exists(RESERVATIONS_BY_SKU.name()) {
+        let old = txn.open_table(RESERVATIONS_BY_SKU).map_err(storage)?;
+        let mut by_order = txn.open_table(RESERVATIONS).map_err(storage)?;
+        let mut held: std::collections::BTreeMap<(String, String), i64> = Default::default();
+        for row in old.iter().map_err(storage)? {
+            let (k, v) = row.map_err(storage)?;
+            let (sku, order) = k.value();
+            by_order.insert((order, sku), v.value()).map_err(storage)?;
+            *held.entry((sku.to_string(), connection_of(order).to_string())).or_default() += v.value();
+        }
+        let mut reserved = txn.open_table(RESERVED).map_err(storage)?;
+        for ((sku, connection), qty) in held.iter().filter(|(_, qty)| **qty > 0) {
+            reserved.insert((sku.as_str(), connection.as_str()), qty).map_err(storage)?;
+        }
+        drop(old);
+        txn.delete_table(RESERVATIONS_BY_SKU).map_err(storage)?;
+    }
+    if exists(RESERVED_TOTALS_BY_SKU.name()) {
+        txn.delete_table(RESERVED_TOTALS_BY_SKU).map_err(storage)?;
+    }
+    Ok(())
+}
+
 fn fail_unrun(job: Job, err: &StoreError) {
     // Running the job against nothing is not possible; drop it so its caller
     // sees the store as closed, and log the cause.
@@ -604,7 +662,7 @@ batch_tables! {
     audit_trail: AUDIT as Table<(&'static str, u64), &'static [u8]>;
     stock_rows: STOCK as Table<(&'static str, &'static str), &'static [u8]>;
     reservations: RESERVATIONS as Table<(&'static str, &'static str), i64>;
-    reserved_totals: RESERVED_TOTALS as Table<&'static str, i64>;
+    reserved: RESERVED as Table<(&'static str, &'static str), i64>;
     outbox: OUTBOX as Table<&'static str, &'static [u8]>;
     stock_journal: STOCK_JOURNAL as Table<(u64, &'static str), &'static [u8]>;
     incoming_stock: INCOMING as Table<&'static str, &'static [u8]>;
@@ -748,21 +806,26 @@ impl WriteTx<'_> {
     }
 
     pub fn reserved_total(&mut self, sku: &str) -> Result<i64, StoreError> {
-        Ok(self.reserved_totals()?.get(sku).map_err(storage)?.map_or(0, |v| v.value()))
+        reserved_of(self.reserved()?, sku)
     }
 
-    /// Set what `order_id` holds of `sku` (0 releases it), keeping the SKU total in step.
-    /// Hold `qty` of `sku` for `order_id` (0 releases it); gives the SKU's new reserved total.
+    /// Hold `qty` of `sku` for `order_id` (0 releases it), keeping the
+    /// connection's reserved units in step; gives the SKU's new reserved total.
     pub fn set_reservation(&mut self, sku: &str, order_id: &str, qty: i64) -> Result<i64, StoreError> {
+        let qty = qty.max(0);
         let res = self.reservations()?;
-        let old = res.get((sku, order_id)).map_err(storage)?.map_or(0, |v| v.value());
-        let r = if qty > 0 { res.insert((sku, order_id), qty).map(|_| ()) } else { res.remove((sku, order_id)).map(|_| ()) };
+        let old = res.get((order_id, sku)).map_err(storage)?.map_or(0, |v| v.value());
+        if old == qty {
+            return self.reserved_total(sku);
+        }
+        let r = if qty > 0 { res.insert((order_id, sku), qty).map(|_| ()) } else { res.remove((order_id, sku)).map(|_| ()) };
         r.map_err(|e| self.failed(e))?;
-        let totals = self.reserved_totals()?;
-        let total = totals.get(sku).map_err(storage)?.map_or(0, |v| v.value()) - old + qty.max(0);
-        let r = if total > 0 { totals.insert(sku, total).map(|_| ()) } else { totals.remove(sku).map(|_| ()) };
+        let key = (sku, connection_of(order_id));
+        let reserved = self.reserved()?;
+        let held = reserved.get(key).map_err(storage)?.map_or(0, |v| v.value()) - old + qty;
+        let r = if held > 0 { reserved.insert(key, held).map(|_| ()) } else { reserved.remove(key).map(|_| ()) };
         r.map_err(|e| self.failed(e))?;
-        Ok(total)
+        self.reserved_total(sku)
     }
 
     pub fn put_writeback(&mut self, job: &WritebackJob) -> Result<(), StoreError> {
@@ -788,12 +851,12 @@ impl WriteTx<'_> {
     }
 
     pub fn reservation(&mut self, sku: &str, order_id: &str) -> Result<i64, StoreError> {
-        Ok(self.reservations()?.get((sku, order_id)).map_err(storage)?.map_or(0, |v| v.value()))
+        Ok(self.reservations()?.get((order_id, sku)).map_err(storage)?.map_or(0, |v| v.value()))
     }
 
-    /// Units of `sku` reserved by orders whose id starts with `prefix` (one connection's orders).
-    pub fn reserved_by_prefix(&mut self, sku: &str, prefix: &str) -> Result<i64, StoreError> {
-        reserved_with_prefix(self.reservations()?, sku, prefix)
+    /// Units of `sku` reserved by the orders of one connection.
+    pub fn reserved_by_connection(&mut self, sku: &str, connection: &str) -> Result<i64, StoreError> {
+        Ok(self.reserved()?.get((sku, connection)).map_err(storage)?.map_or(0, |v| v.value()))
     }
 
     pub fn set_incoming(&mut self, sku: &str, incoming: &[Incoming]) -> Result<(), StoreError> {
@@ -911,13 +974,22 @@ mod tests {
         let store = Store::open(&dir.join("s.redb")).unwrap();
         store
             .write(|w| {
-                w.set_reservation("A", "o1", 2)?;
-                w.set_reservation("A", "o2", 3)?;
-                w.set_reservation("A", "o1", 0)
+                assert_eq!(w.set_reservation("A", "web:1", 2)?, 2);
+                assert_eq!(w.set_reservation("A", "web:2", 3)?, 5);
+                assert_eq!(w.set_reservation("A", "erp:7", 4)?, 9);
+                assert_eq!(w.set_reservation("B", "web:1", 1)?, 1);
+                assert_eq!(w.set_reservation("A", "web:1", 0)?, 7);
+                assert_eq!(w.reserved_by_connection("A", "web")?, 3);
+                assert_eq!(w.reservation("A", "web:2")?, 3);
+                w.set_reservation("B", "web:1", 0)
             })
             .await
             .unwrap();
-        assert_eq!(store.reserved_total("A").unwrap(), 3);
+        assert_eq!(store.reserved_total("A").unwrap(), 7);
+        assert_eq!(store.reserved_all().unwrap(), [("A".to_string(), 7)]);
+        assert_eq!(store.reservations("A").unwrap(), [("erp:7".to_string(), 4), ("web:2".to_string(), 3)]);
+        let picture = store.sku_picture("A", Some("erp")).unwrap();
+        assert_eq!((picture.reserved, picture.reserved_by_connection), (7, 4));
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -1065,6 +1137,44 @@ mod tests {
         store.write(|w| w.add_stock_change("B", change("new B"))).await.unwrap();
         assert_eq!(causes(store.stock_history("B", usize::MAX).unwrap()), ["old B", "new B"]);
         assert_eq!(causes(store.stock_history("A", 2).unwrap()), ["old 4", "old 5"]);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn reservations_kept_by_sku_are_rekeyed_by_order_on_open() {
+        let dir = tempdir();
+        let path = dir.join("s.redb");
+        {
+            // A state file from before: (sku, order id) rows and a total per SKU.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut rows = txn.open_table(RESERVATIONS_BY_SKU).unwrap();
+                rows.insert(("A", "web:1"), 2).unwrap();
+                rows.insert(("A", "web:2"), 3).unwrap();
+                rows.insert(("A", "erp:9"), 1).unwrap();
+                rows.insert(("B", "web:1"), 4).unwrap();
+                let mut totals = txn.open_table(RESERVED_TOTALS_BY_SKU).unwrap();
+                totals.insert("A", 6).unwrap();
+                totals.insert("B", 4).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.reserved_all().unwrap(), [("A".to_string(), 6), ("B".to_string(), 4)]);
+        assert_eq!((store.sku_picture("A", Some("web")).unwrap().reserved_by_connection), 5);
+        assert_eq!(store.reservations("B").unwrap(), [("web:1".to_string(), 4)]);
+        // Releasing after the move keeps every figure in step.
+        let total = store.write(|w| w.set_reservation("A", "web:2", 0)).await.unwrap();
+        assert_eq!(total, 3);
+        store.close().await;
+        drop(store);
+        // The old tables are gone, so a second open moves nothing twice.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.reserved_total("A").unwrap(), 3);
+        let tables: Vec<String> = store.inner.db.begin_read().unwrap().list_tables().unwrap().map(|t| t.name().to_string()).collect();
+        assert!(!tables.iter().any(|t| t == "reservations" || t == "reserved_totals"), "{tables:?}");
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -20,10 +20,17 @@ pub const PAYLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("payload
 pub const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit");
 /// Reported stock: (sku, location) → row.
 pub const STOCK: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("stock");
-/// Reservations: (sku, order id) → quantity.
-pub const RESERVATIONS: TableDefinition<(&str, &str), i64> = TableDefinition::new("reservations");
-/// Reserved total per SKU, kept in step with `RESERVATIONS`.
-pub const RESERVED_TOTALS: TableDefinition<&str, i64> = TableDefinition::new("reserved_totals");
+/// Reservations: (order id, sku) → units held. Keyed by order, not by SKU:
+/// order ids of a connection grow, so a commit's new holds land on the same
+/// few pages, and an order's holds are one range.
+pub const RESERVATIONS: TableDefinition<(&str, &str), i64> = TableDefinition::new("order_reservations");
+/// Units reserved per (sku, connection), kept in step with `RESERVATIONS`;
+/// a SKU's total is the sum of its rows (one per channel holding it).
+pub const RESERVED: TableDefinition<(&str, &str), i64> = TableDefinition::new("reserved_by_connection");
+/// Older state files: reservations keyed (sku, order id) and a total per
+/// SKU. Moved into the two tables above, then dropped, when such a file is opened.
+pub const RESERVATIONS_BY_SKU: TableDefinition<(&str, &str), i64> = TableDefinition::new("reservations");
+pub const RESERVED_TOTALS_BY_SKU: TableDefinition<&str, i64> = TableDefinition::new("reserved_totals");
 /// Outbox: write-back jobs by order id.
 pub const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 /// Stock history: (sku, sequence) → one change of on-hand or reserved, with its cause.
@@ -59,6 +66,12 @@ pub const STOCK_JOURNAL_FOLD_AT: u64 = 1024;
 /// Higher priority sorts first.
 pub fn inverted_priority(priority: i64) -> u64 {
     (i64::MAX as i128 - priority as i128).clamp(0, u64::MAX as i128) as u64
+}
+
+/// The connection an order belongs to: its id is `connection:external id`
+/// (connection names have no `:`).
+pub fn connection_of(order_id: &str) -> &str {
+    order_id.split_once(':').map_or("", |(connection, _)| connection)
 }
 
 pub fn delivery_key(workflow: &str, delivery_id: &str) -> String {
