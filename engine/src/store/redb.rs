@@ -447,7 +447,6 @@ fn stock_rows(
     Ok(out)
 }
 
-/// Units of `sku` reserved by orders whose id starts with `prefix`.
 /// A SKU's reserved units per connection holding any.
 fn reserved_by_connection(
     table: &impl ReadableTable<(&'static str, &'static str), i64>,
