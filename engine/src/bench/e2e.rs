@@ -67,6 +67,8 @@ pub struct E2eReport {
     pub daemon_cpu_ms_per_order: f64,
     pub sandbox_cpu_ms_per_order: f64,
     pub loadgen_cpu_ms_per_order: f64,
+    /// What the daemon wrote to storage (the state file, mostly) per order.
+    pub daemon_written_kb_per_order: f64,
     pub store_commits: u64,
     pub store_jobs_per_commit: f64,
     pub commit_strategy: String,
@@ -367,6 +369,7 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
         daemon_cpu_ms_per_order: per_order(cpu0.0, cpu1.0),
         sandbox_cpu_ms_per_order: per_order(cpu0.1, cpu1.1),
         loadgen_cpu_ms_per_order: per_order(cpu0.2, cpu1.2),
+        daemon_written_kb_per_order: cpu1.0.written_bytes.saturating_sub(cpu0.0.written_bytes) as f64 / 1024.0 / n,
         store_commits: commits as u64,
         store_jobs_per_commit: if commits > 0.0 { jobs / commits } else { 0.0 },
         commit_strategy: "group commit: one writer thread folds every queued write into one redb transaction with Durability::Immediate (fsync) before any caller is answered; a webhook is acknowledged only after its commit".into(),

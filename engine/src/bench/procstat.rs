@@ -1,4 +1,4 @@
-//! CPU time and memory of a process, read from /proc (Linux).
+//! CPU time, memory and bytes written of a process, read from /proc (Linux).
 
 use std::time::Duration;
 
@@ -9,6 +9,9 @@ pub struct Usage {
     /// Resident set size now, and its peak.
     pub rss_bytes: u64,
     pub peak_rss_bytes: u64,
+    /// Bytes the process has written to files (its `write_bytes`: to storage,
+    /// not to sockets); 0 where /proc does not say.
+    pub written_bytes: u64,
 }
 
 fn ticks_per_second() -> f64 {
@@ -41,10 +44,13 @@ pub fn usage(pid: u32) -> Option<Usage> {
             .unwrap_or(0)
             * 1024
     };
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let written_bytes = io.lines().find_map(|l| l.strip_prefix("write_bytes:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     Some(Usage {
         cpu: Duration::from_secs_f64((utime + stime) / ticks_per_second()),
         rss_bytes: kb("VmRSS:"),
         peak_rss_bytes: kb("VmHWM:"),
+        written_bytes,
     })
 }
 

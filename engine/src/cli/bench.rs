@@ -159,7 +159,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "  others' CPU     sandbox {:.3} ms per order, load generator {:.3} ms per order",
                     r.sandbox_cpu_ms_per_order, r.loadgen_cpu_ms_per_order
                 );
-                println!("  durable commits {} ({:.1} writes each): {}", r.store_commits, r.store_jobs_per_commit, r.commit_strategy);
+                println!(
+                    "  durable commits {} ({:.1} writes each, {:.1} KB written per order): {}",
+                    r.store_commits, r.store_jobs_per_commit, r.daemon_written_kb_per_order, r.commit_strategy
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
