@@ -245,7 +245,7 @@ impl Store {
     }
 
     pub fn reserved_total(&self, sku: &str) -> Result<i64, StoreError> {
-        self.read(|t| reserved_of(&t.open_table(RESERVED).map_err(storage)?, sku))
+        self.read(|t| Ok(reserved_shares(&t.open_table(RESERVED).map_err(storage)?, sku, None)?.0))
     }
 
     /// A SKU's rows, reservations and incoming stock in one read
@@ -262,15 +262,9 @@ impl Store {
             let incoming = t.open_table(INCOMING).map_err(storage)?;
             let picture = |sku: &str| {
                 let rows = stock_rows(&stock, sku)?;
-                let by_connection = reserved_by_connection(&reserved, sku)?;
-                let mine = connection.and_then(|c| by_connection.iter().find(|(held_by, _)| held_by == c));
+                let (reserved, reserved_by_connection) = reserved_shares(&reserved, sku, connection)?;
                 let incoming = incoming.get(sku).map_err(storage)?.map(|v| decode("incoming", v.value()));
-                Ok(SkuPicture {
-                    rows,
-                    reserved: by_connection.iter().map(|(_, qty)| qty).sum(),
-                    reserved_by_connection: mine.map_or(0, |(_, qty)| *qty),
-                    incoming: incoming.transpose()?.unwrap_or_default(),
-                })
+                Ok(SkuPicture { rows, reserved, reserved_by_connection, incoming: incoming.transpose()?.unwrap_or_default() })
             };
             skus.iter().map(|sku| picture(sku)).collect()
         })
@@ -447,34 +441,26 @@ fn stock_rows(
     Ok(out)
 }
 
-/// A SKU's reserved units per connection holding any.
-fn reserved_by_connection(
+/// A SKU's reserved units over every connection, and those of `connection`
+/// among them (0 when none is asked for): one row per connection holding any.
+fn reserved_shares(
     table: &impl ReadableTable<(&'static str, &'static str), i64>,
     sku: &str,
-) -> Result<Vec<(String, i64)>, StoreError> {
-    let mut out = Vec::new();
+    connection: Option<&str>,
+) -> Result<(i64, i64), StoreError> {
+    let (mut total, mut mine) = (0, 0);
     for row in table.range((sku, "")..).map_err(storage)? {
         let (k, v) = row.map_err(storage)?;
-        let (s, connection) = k.value();
+        let (s, held_by) = k.value();
         if s != sku {
             break;
         }
-        out.push((connection.to_string(), v.value()));
-    }
-    Ok(out)
-}
-
-/// A SKU's reserved units over every connection.
-fn reserved_of(table: &impl ReadableTable<(&'static str, &'static str), i64>, sku: &str) -> Result<i64, StoreError> {
-    let mut total = 0;
-    for row in table.range((sku, "")..).map_err(storage)? {
-        let (k, v) = row.map_err(storage)?;
-        if k.value().0 != sku {
-            break;
-        }
         total += v.value();
+        if connection == Some(held_by) {
+            mine = v.value();
+        }
     }
-    Ok(total)
+    Ok((total, mine))
 }
 
 fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Sender<()>> {
@@ -805,7 +791,7 @@ impl WriteTx<'_> {
     }
 
     pub fn reserved_total(&mut self, sku: &str) -> Result<i64, StoreError> {
-        reserved_of(self.reserved()?, sku)
+        Ok(reserved_shares(self.reserved()?, sku, None)?.0)
     }
 
     /// Hold `qty` of `sku` for `order_id` (0 releases it), keeping the
@@ -1119,19 +1105,14 @@ mod tests {
     async fn a_history_numbered_per_sku_stays_in_order_after_the_upgrade() {
         let dir = tempdir();
         let path = dir.join("s.redb");
-        {
-            // A state file from before the journal: each SKU numbered from 1, no counter.
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let mut history = txn.open_table(STOCK_HISTORY).unwrap();
-                for seq in 1..=5 {
-                    history.insert(("A", seq), encode(&change(&format!("old {seq}"))).as_slice()).unwrap();
-                }
-                history.insert(("B", 1), encode(&change("old B")).as_slice()).unwrap();
+        // A state file from before the journal: each SKU numbered from 1, no counter.
+        state_file_from_before(&path, |txn| {
+            let mut history = txn.open_table(STOCK_HISTORY).unwrap();
+            for seq in 1..=5 {
+                history.insert(("A", seq), encode(&change(&format!("old {seq}"))).as_slice()).unwrap();
             }
-            txn.commit().unwrap();
-        }
+            history.insert(("B", 1), encode(&change("old B")).as_slice()).unwrap();
+        });
         let store = Store::open(&path).unwrap();
         store.write(|w| w.add_stock_change("B", change("new B"))).await.unwrap();
         assert_eq!(causes(store.stock_history("B", usize::MAX).unwrap()), ["old B", "new B"]);
@@ -1144,22 +1125,17 @@ mod tests {
     async fn reservations_kept_by_sku_are_rekeyed_by_order_on_open() {
         let dir = tempdir();
         let path = dir.join("s.redb");
-        {
-            // A state file from before: (sku, order id) rows and a total per SKU.
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let mut rows = txn.open_table(RESERVATIONS_BY_SKU).unwrap();
-                rows.insert(("A", "web:1"), 2).unwrap();
-                rows.insert(("A", "web:2"), 3).unwrap();
-                rows.insert(("A", "erp:9"), 1).unwrap();
-                rows.insert(("B", "web:1"), 4).unwrap();
-                let mut totals = txn.open_table(RESERVED_TOTALS_BY_SKU).unwrap();
-                totals.insert("A", 6).unwrap();
-                totals.insert("B", 4).unwrap();
-            }
-            txn.commit().unwrap();
-        }
+        // A state file from before: (sku, order id) rows and a total per SKU.
+        state_file_from_before(&path, |txn| {
+            let mut rows = txn.open_table(RESERVATIONS_BY_SKU).unwrap();
+            rows.insert(("A", "web:1"), 2).unwrap();
+            rows.insert(("A", "web:2"), 3).unwrap();
+            rows.insert(("A", "erp:9"), 1).unwrap();
+            rows.insert(("B", "web:1"), 4).unwrap();
+            let mut totals = txn.open_table(RESERVED_TOTALS_BY_SKU).unwrap();
+            totals.insert("A", 6).unwrap();
+            totals.insert("B", 4).unwrap();
+        });
         let store = Store::open(&path).unwrap();
         assert_eq!(store.reserved_all().unwrap(), [("A".to_string(), 6), ("B".to_string(), 4)]);
         assert_eq!((store.sku_picture("A", Some("web")).unwrap().reserved_by_connection), 5);
@@ -1176,6 +1152,14 @@ mod tests {
         assert!(!tables.iter().any(|t| t == "reservations" || t == "reserved_totals"), "{tables:?}");
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A state file written straight through redb, in a layout of before.
+    fn state_file_from_before(path: &Path, fill: impl FnOnce(&WriteTransaction)) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        fill(&txn);
+        txn.commit().unwrap();
     }
 
     fn tempdir() -> std::path::PathBuf {
