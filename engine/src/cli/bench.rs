@@ -156,8 +156,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     r.daemon_idle_rss_mb, r.daemon_peak_rss_mb, r.start_to_ready_ms
                 );
                 println!(
-                    "  others' CPU     sandbox {:.3} ms per order, load generator {:.3} ms per order",
-                    r.sandbox_cpu_ms_per_order, r.loadgen_cpu_ms_per_order
+                    "  others' CPU     sandbox {:.3} ms per order, load generator {:.3} ms per order ({})",
+                    r.sandbox_cpu_ms_per_order,
+                    r.loadgen_cpu_ms_per_order,
+                    if r.orders_made_ahead { "orders placed before the clock started" } else { "orders placed while the run went on" }
                 );
                 println!(
                     "  durable commits {} ({:.1} writes each, {:.1} KB written per order): {}",
