@@ -679,7 +679,7 @@ pub(super) async fn commit_decision(
                     w.add_to_waitlist(&e)?;
                 }
             }
-            let stored = w.put_order(&record)?;
+            w.put_order(&record)?;
             if let Some(p) = &payload {
                 w.put_payload(&record.order.id, p)?;
             }
@@ -691,7 +691,7 @@ pub(super) async fn commit_decision(
                 w.remove_event(id)?;
             }
             pushes.queue(w, &effects)?;
-            Ok((Committed::Done { writeback: job.map(|job| Box::new(FreshWriteback { job, record, stored })) }, effects))
+            Ok((Committed::Done { writeback: job.map(|job| Box::new(FreshWriteback { job, record })) }, effects))
         })
         .await?;
     if matches!(result, Committed::Done { .. }) {

@@ -58,20 +58,19 @@ pub async fn run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) {
     }
 }
 
-/// A write-back job just committed with its decision, the order record it
-/// was made for, and that record's stored bytes: nothing needs reading back.
+/// A write-back job just committed with its decision, and the order record
+/// it was made for: nothing needs reading back.
 pub struct FreshWriteback {
     pub job: WritebackJob,
     pub record: OrderRecord,
-    pub stored: Vec<u8>,
 }
 
 /// Run a job just committed, with the payload and the decision's context
 /// (`order` without `raw`, `values`, `params`) in hand.
 pub async fn run_fresh(rt: &Runtime, cfg: &ConfigSet, fresh: FreshWriteback, payload: Value, decided_in: Value) {
     let order_id = fresh.record.order.id.clone();
-    let FreshWriteback { job, record, stored } = fresh;
-    if let Err(e) = execute(rt, cfg, job, Known { record, stored: Some(stored) }, payload, Some(decided_in), false).await {
+    let FreshWriteback { job, record } = fresh;
+    if let Err(e) = execute(rt, cfg, job, record, payload, Some(decided_in), false).await {
         tracing::error!(order = order_id, "write-back could not be recorded: {e}; it resumes on the next start");
     }
 }
@@ -84,26 +83,18 @@ async fn try_run(rt: &Runtime, cfg: &ConfigSet, order_id: &str, resumed: bool) -
         return Ok(());
     };
     let payload: Value = rt.store.payload(order_id)?.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
-    execute(rt, cfg, job, Known { record, stored: None }, payload, None, resumed).await
-}
-
-/// The order record a write-back runs for, and its bytes as stored when
-/// this run wrote them itself.
-struct Known {
-    record: OrderRecord,
-    stored: Option<Vec<u8>>,
+    execute(rt, cfg, job, record, payload, None, resumed).await
 }
 
 async fn execute(
     rt: &Runtime,
     cfg: &ConfigSet,
     job: WritebackJob,
-    known: Known,
+    record: OrderRecord,
     payload: Value,
     decided_in: Option<Value>,
     resumed: bool,
 ) -> Result<(), StoreError> {
-    let Known { record, stored } = known;
     let order_id = record.order.id.clone();
     let order_id = order_id.as_str();
     let Some(wf) = cfg.workflows.get(&job.workflow).cloned() else {
@@ -137,9 +128,6 @@ async fn execute(
         fields.insert("now".into(), Value::String(rt.now()));
         fields.insert("steps".into(), Value::Object(Map::new()));
     }
-    // Handed to the last step's completion, which then need not decode the record again.
-    let mut known = stored.map(|bytes| Box::new((record, bytes)));
-    let mut end = |last: bool| if last { StepEnd::Last(known.take()) } else { StepEnd::More };
     // The retry window runs from when the decision was made.
     let age = crate::clock::parse_instant(&job.created_at).map(|t| (rt.clock.now() - t).unsigned_abs()).unwrap_or_default();
     let budget = wf.connection.connector.retry.max_age.saturating_sub(age);
@@ -150,7 +138,7 @@ async fn execute(
             StepState::Done => {
                 ctx["steps"][&progress.name] = step_results(&progress.results, has_for_each(steps, &progress.name));
                 if i == last {
-                    mark(rt, order_id, i, StepState::Done, progress.results.clone(), Vec::new(), end(true)).await?;
+                    mark(rt, order_id, i, StepState::Done, progress.results.clone(), Vec::new(), true).await?;
                 }
                 continue;
             }
@@ -166,7 +154,7 @@ async fn execute(
                 StepState::Done,
                 Vec::new(),
                 vec![AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message, call: None }],
-                end(i == last),
+                i == last,
             )
             .await?;
             continue;
@@ -184,7 +172,7 @@ async fn execute(
         METRICS.inc("ordersync_writeback_steps_total", &[("workflow", &job.workflow), ("result", "done")]);
         let mut audit = run.audit;
         audit.push(AuditEntry { at: rt.now(), kind: AuditKind::Writeback, message: format!("step {} done", step.name), call: None });
-        mark(rt, order_id, i, StepState::Done, run.results, audit, end(i == last)).await?;
+        mark(rt, order_id, i, StepState::Done, run.results, audit, i == last).await?;
     }
     Ok(())
 }
@@ -314,17 +302,9 @@ fn step_results(results: &[Value], per_item: bool) -> Value {
     if per_item { Value::Array(results.to_vec()) } else { results.first().cloned().unwrap_or_else(|| Value::Object(Map::new())) }
 }
 
-/// Where a finished step leaves its job.
-enum StepEnd {
-    /// More steps follow.
-    More,
-    /// The job is done; with the order record and its bytes as this run
-    /// stored them, when it did.
-    Last(Option<Box<(OrderRecord, Vec<u8>)>>),
-}
-
-/// Record a step's outcome; the last step also closes the job and marks the
-/// order's write-back done (one commit).
+/// Record a step's outcome. The last step closes the job instead, which
+/// leaves the order's write-back done (the store reads a pending write-back
+/// without a job as done), in the same commit as the step's audit.
 async fn mark(
     rt: &Runtime,
     order_id: &str,
@@ -332,24 +312,13 @@ async fn mark(
     state: StepState,
     results: Vec<Value>,
     audit: Vec<AuditEntry>,
-    end: StepEnd,
+    last: bool,
 ) -> Result<(), StoreError> {
     let id = order_id.to_string();
     rt.store
         .write(move |w| {
-            if let StepEnd::Last(known) = end {
+            if last {
                 w.remove_writeback(&id)?;
-                let current = match known {
-                    Some(known) => {
-                        let (record, bytes) = *known;
-                        w.order_or_known(&id, record, &bytes)?
-                    }
-                    None => w.order(&id)?,
-                };
-                if let Some(mut rec) = current {
-                    rec.writeback = WritebackState::Done;
-                    w.put_order(&rec)?;
-                }
             } else if let Some(mut job) = w.writeback(&id)? {
                 if let Some(step) = job.steps.get_mut(index) {
                     step.state = state;

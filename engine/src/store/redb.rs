@@ -17,7 +17,7 @@ use super::{
 };
 use crate::connector::credentials::{StoredToken, TokenStore};
 use crate::model::Incoming;
-use crate::model::{OrderRecord, OrderStatus};
+use crate::model::{OrderRecord, OrderStatus, WritebackState};
 
 /// Most jobs folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -47,6 +47,21 @@ fn storage<E: std::fmt::Display>(e: E) -> StoreError {
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialize")
+}
+
+/// An order as it stands. Finishing a write-back removes its job from the
+/// outbox and leaves the record as its decision wrote it (a small row
+/// deleted instead of the whole record encoded and written again), so a
+/// record saying `Pending` whose job is gone is done.
+fn settled(mut rec: OrderRecord, job_open: impl FnOnce(&str) -> Result<bool, StoreError>) -> Result<OrderRecord, StoreError> {
+    if rec.writeback == WritebackState::Pending && !job_open(&rec.order.id)? {
+        rec.writeback = WritebackState::Done;
+    }
+    Ok(rec)
+}
+
+fn job_open(outbox: &impl ReadableTable<&'static str, &'static [u8]>, order_id: &str) -> Result<bool, StoreError> {
+    Ok(outbox.get(order_id).map_err(storage)?.is_some())
 }
 
 fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
@@ -163,7 +178,8 @@ impl Store {
     pub fn order(&self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
         self.read(|t| {
             let table = t.open_table(ORDERS).map_err(storage)?;
-            table.get(id).map_err(storage)?.map(|v| decode("order", v.value())).transpose()
+            let Some(stored) = table.get(id).map_err(storage)? else { return Ok(None) };
+            settled(decode("order", stored.value())?, |id| job_open(&t.open_table(OUTBOX).map_err(storage)?, id)).map(Some)
         })
     }
 
@@ -171,10 +187,11 @@ impl Store {
     pub fn orders(&self, status: Option<OrderStatus>, limit: usize) -> Result<Vec<OrderRecord>, StoreError> {
         self.read(|t| {
             let table = t.open_table(ORDERS).map_err(storage)?;
+            let outbox = t.open_table(OUTBOX).map_err(storage)?;
             let mut out = Vec::new();
             for row in table.iter().map_err(storage)? {
                 let (_, v) = row.map_err(storage)?;
-                let rec: OrderRecord = decode("order", v.value())?;
+                let rec = settled(decode("order", v.value())?, |id| job_open(&outbox, id))?;
                 if status.is_none_or(|s| s == rec.status) {
                     out.push(rec);
                     if out.len() >= limit {
@@ -732,23 +749,16 @@ impl WriteTx<'_> {
     }
 
     pub fn order(&mut self, id: &str) -> Result<Option<OrderRecord>, StoreError> {
-        self.orders()?.get(id).map_err(storage)?.map(|v| decode("order", v.value())).transpose()
+        let Some(rec) = self.orders()?.get(id).map_err(storage)?.map(|v| decode::<OrderRecord>("order", v.value())).transpose()? else {
+            return Ok(None);
+        };
+        settled(rec, |id| job_open(self.outbox()?, id)).map(Some)
     }
 
-    /// Store `rec`; gives back the bytes stored, so a later update can tell
-    /// whether the record is still as written without decoding it.
-    pub fn put_order(&mut self, rec: &OrderRecord) -> Result<Vec<u8>, StoreError> {
+    pub fn put_order(&mut self, rec: &OrderRecord) -> Result<(), StoreError> {
         let bytes = encode(rec);
         let r = self.orders()?.insert(rec.order.id.as_str(), bytes.as_slice()).map(|_| ());
-        r.map_err(|e| self.failed(e))?;
-        Ok(bytes)
-    }
-
-    /// The order `id` as stored: `known` itself when the stored bytes are
-    /// still `known_bytes` (nothing wrote it since), else decoded afresh.
-    pub fn order_or_known(&mut self, id: &str, known: OrderRecord, known_bytes: &[u8]) -> Result<Option<OrderRecord>, StoreError> {
-        let unchanged = self.orders()?.get(id).map_err(storage)?.is_some_and(|v| v.value() == known_bytes);
-        if unchanged { Ok(Some(known)) } else { self.order(id) }
+        r.map_err(|e| self.failed(e))
     }
 
     pub fn put_payload(&mut self, order_id: &str, payload: &[u8]) -> Result<(), StoreError> {
@@ -823,6 +833,8 @@ impl WriteTx<'_> {
         self.outbox()?.get(order_id).map_err(storage)?.map(|v| decode("write-back job", v.value())).transpose()
     }
 
+    /// Close an order's write-back job. The order's record keeps saying
+    /// `Pending`; with its job gone it reads as `Done`.
     pub fn remove_writeback(&mut self, order_id: &str) -> Result<(), StoreError> {
         let r = self.outbox()?.remove(order_id).map(|_| ());
         r.map_err(|e| self.failed(e))
@@ -1000,27 +1012,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_known_order_stands_in_for_the_stored_one_only_while_it_is_unchanged() {
-        use crate::model::{Customer, Order, WritebackState};
+    async fn a_pending_write_back_reads_as_done_once_its_job_is_gone() {
+        use crate::model::{Customer, Decision, Order};
         let dir = tempdir();
         let store = Store::open(&dir.join("s.redb")).unwrap();
-        let record = |reason: &str| OrderRecord {
+        let record = |id: &str, writeback: WritebackState| OrderRecord {
             order: Order {
-                id: "shop:1".into(),
+                id: id.into(),
                 platform: "shopify".into(),
                 connection: "shop".into(),
                 workflow: "wf".into(),
-                external_id: "1".into(),
+                external_id: id.trim_start_matches("shop:").into(),
                 number: "#1".into(),
                 customer: Customer::default(),
                 lines: Vec::new(),
                 received_at: "2026-01-01T00:00:00Z".into(),
             },
             status: OrderStatus::Approved,
-            reason: reason.into(),
+            reason: String::new(),
             priority: 0,
             error: None,
-            writeback: WritebackState::Pending,
+            writeback,
             history: Vec::new(),
             stock_seen: Default::default(),
             allocations: Vec::new(),
@@ -1028,16 +1040,36 @@ mod tests {
             event_id: 1,
             arrival: 1,
         };
-        let (first, second) = (record("first"), record("second"));
-        let stored = store.write(move |w| w.put_order(&first)).await.unwrap();
-        // Unchanged: the known record is taken as it is, without decoding.
-        let (known, bytes) = (record("known"), stored.clone());
-        let got = store.write(move |w| w.order_or_known("shop:1", known, &bytes)).await.unwrap();
-        assert_eq!(got.map(|r| r.reason).as_deref(), Some("known"));
-        // Written since: the stored record wins.
-        store.write(move |w| w.put_order(&second).map(|_| ())).await.unwrap();
-        let got = store.write(move |w| w.order_or_known("shop:1", record("known"), &stored)).await.unwrap();
-        assert_eq!(got.map(|r| r.reason).as_deref(), Some("second"));
+        let job = |id: &str| WritebackJob {
+            order_id: id.into(),
+            workflow: "wf".into(),
+            decision: Decision::Approve,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            steps: Vec::new(),
+        };
+        let (pending, lettered) = (record("shop:1", WritebackState::Pending), record("shop:2", WritebackState::DeadLettered));
+        store
+            .write(move |w| {
+                w.put_order(&pending)?;
+                w.put_writeback(&job("shop:1"))?;
+                w.put_order(&lettered)
+            })
+            .await
+            .unwrap();
+        let states = |store: &Store| {
+            let listed: Vec<_> = store.orders(None, 10).unwrap().into_iter().map(|r| r.writeback).collect();
+            (store.order("shop:1").unwrap().unwrap().writeback, listed)
+        };
+        let (one, listed) = states(&store);
+        assert_eq!(one, WritebackState::Pending, "its job is still in the outbox");
+        assert_eq!(listed, [WritebackState::Pending, WritebackState::DeadLettered]);
+
+        store.write(|w| w.remove_writeback("shop:1")).await.unwrap();
+        let (one, listed) = states(&store);
+        assert_eq!(one, WritebackState::Done);
+        assert_eq!(listed, [WritebackState::Done, WritebackState::DeadLettered], "other states stand as written");
+        let in_a_write = store.write(|w| w.order("shop:1")).await.unwrap().unwrap();
+        assert_eq!(in_a_write.writeback, WritebackState::Done);
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
