@@ -138,6 +138,8 @@ impl OrderStatus {
 pub enum WritebackState {
     /// Nothing to write (no decision yet, or no steps configured).
     None,
+    /// Steps wait in the outbox. The record is not written again when they
+    /// are done: the store reads `Pending` without an outbox job as `Done`.
     Pending,
     Done,
     /// A step exhausted its retries; see the dead-letter list.

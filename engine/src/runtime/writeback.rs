@@ -302,9 +302,9 @@ fn step_results(results: &[Value], per_item: bool) -> Value {
     if per_item { Value::Array(results.to_vec()) } else { results.first().cloned().unwrap_or_else(|| Value::Object(Map::new())) }
 }
 
-/// Record a step's outcome. The last step closes the job instead, which
-/// leaves the order's write-back done (the store reads a pending write-back
-/// without a job as done), in the same commit as the step's audit.
+/// Record a step's outcome in its job, with the step's audit, in one
+/// commit. The last step closes the job instead, and with it the order's
+/// write-back: the store reads a pending write-back without a job as done.
 async fn mark(
     rt: &Runtime,
     order_id: &str,
