@@ -150,7 +150,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
                 println!("  webhook ack     p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms", r.ack_p50_ms, r.ack_p99_ms, r.ack_max_ms);
                 println!("  end to end      p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", r.e2e_p50_ms, r.e2e_p99_ms, r.e2e_max_ms);
-                println!("  daemon CPU      {:.3} ms per order ({:.1} s in all)", r.daemon_cpu_ms_per_order, r.daemon_cpu_s);
+                println!(
+                    "  daemon CPU      {:.3} ms per order, i.e. {:.3} s per 1,000 orders ({:.1} s in all)",
+                    r.daemon_cpu_ms_per_order, r.daemon_cpu_ms_per_order, r.daemon_cpu_s
+                );
                 println!(
                     "  daemon memory   {:.1} MB idle, {:.1} MB peak; ready {:.0} ms after start",
                     r.daemon_idle_rss_mb, r.daemon_peak_rss_mb, r.start_to_ready_ms
