@@ -189,11 +189,11 @@ pub fn reserve(
         wanted.push((sku, qty, on_hand, reserved));
     }
     let cause = format!("order {order_id} approved");
-    // Reserving moves only the reserved total, which `set_reservation`
+    // Reserving moves only the reserved total, by what `set_reservation`
     // gives back: no need to read the SKU again.
     for (sku, qty, on_hand_before, reserved_before) in wanted {
         let held = w.reservation(sku, order_id)?;
-        let reserved_after = w.set_reservation(sku, order_id, held + qty)?;
+        let reserved_after = reserved_before + w.set_reservation(sku, order_id, held + qty)?;
         let change = Change { kind: StockChangeKind::Reserved, location: None, on_hand_before, reserved_before, cause: &cause, now };
         history_to(w, settings, sku, change, (on_hand_before, reserved_after), effects)?;
     }
