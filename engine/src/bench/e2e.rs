@@ -32,6 +32,10 @@ pub struct E2eOptions {
     /// Send for this long instead of a fixed count.
     pub seconds: Option<u64>,
     pub concurrency: usize,
+    /// Open loop: orders offered per second, each sent at its turn by
+    /// whichever sender is free (`None`: every sender sends again as soon as
+    /// it is answered).
+    pub rate: Option<f64>,
     pub workflows: usize,
     /// SKUs in the sandbox catalogue the orders draw from.
     pub skus: usize,
@@ -45,6 +49,9 @@ pub struct E2eReport {
     pub cores: usize,
     pub orders: usize,
     pub concurrency: usize,
+    /// Orders per second offered in an open-loop run; its latencies count
+    /// from each order's turn, so a late start (every sender busy) counts too.
+    pub offered_orders_per_s: Option<f64>,
     pub workflows: usize,
     pub skus: usize,
     pub past_orders: usize,
@@ -271,17 +278,35 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
         procstat::usage(sandbox.child.id()).unwrap_or_default(),
         procstat::usage(std::process::id()).unwrap_or_default(),
     );
-    let rx = Arc::new(Mutex::new(rx));
+    // Each delivery is numbered as it is taken; in an open-loop run its turn
+    // is the start plus its number over the rate.
+    let queue = Arc::new(Mutex::new((rx, 0u32)));
+    let interval = o.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(1.0 / r));
     let send_started = Instant::now();
     let mut senders = Vec::new();
     for _ in 0..o.concurrency {
-        let (rx, http, hook) = (rx.clone(), http.clone(), hook.clone());
+        let (queue, http, hook) = (queue.clone(), http.clone(), hook.clone());
         senders.push(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
-                let Some(d) = rx.lock().await.recv().await else { return out };
-                let sent_ms = unix_ms();
-                let t = Instant::now();
+                let (d, turn) = {
+                    let mut q = queue.lock().await;
+                    let Some(d) = q.0.recv().await else { return out };
+                    q.1 += 1;
+                    (d, interval.map(|i| send_started + i * (q.1 - 1)))
+                };
+                // A sender that waits for the turn starts when it wakes; one
+                // that takes the delivery after its turn (every sender was
+                // busy) is timed from the turn, so the daemon's lateness counts.
+                let t = match turn {
+                    Some(turn) if Instant::now() < turn => {
+                        tokio::time::sleep_until(turn.into()).await;
+                        Instant::now()
+                    }
+                    Some(turn) => turn,
+                    None => Instant::now(),
+                };
+                let sent_ms = unix_ms().saturating_sub(t.elapsed().as_millis() as u64);
                 let mut req = http.post(&hook).body(d.body);
                 for (k, v) in &d.headers {
                     req = req.header(k, v);
@@ -361,6 +386,7 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         orders: sent.len(),
         concurrency: o.concurrency,
+        offered_orders_per_s: interval.and(o.rate),
         workflows: o.workflows.max(1),
         skus: o.skus.max(2),
         past_orders: o.past_orders,
@@ -387,6 +413,6 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
         daemon_written_kb_per_order: cpu1.0.written_bytes.saturating_sub(cpu0.0.written_bytes) as f64 / 1024.0 / n,
         store_commits: commits as u64,
         store_jobs_per_commit: if commits > 0.0 { jobs / commits } else { 0.0 },
-        commit_strategy: "group commit: one writer thread folds every queued write into one redb transaction with Durability::Immediate (fsync) before any caller is answered; a webhook is acknowledged only after its commit".into(),
+        commit_strategy: "group commit: one writer thread folds every queued write into one redb transaction with Durability::Immediate (fsync) before any caller is answered; a webhook is acknowledged only after its commit; closing a finished write-back waits up to 2 ms to share a commit".into(),
     })
 }

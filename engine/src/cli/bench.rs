@@ -50,6 +50,11 @@ enum Which {
         /// Concurrent webhook senders.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Offer this many orders per second (open loop, at most
+        /// `--concurrency` in flight) instead of sending again as soon as
+        /// each webhook is answered.
+        #[arg(long)]
+        rate: Option<f64>,
         /// Workflows loaded (orders go to one of them).
         #[arg(long, default_value_t = 1)]
         workflows: usize,
@@ -125,12 +130,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Which::E2e { config, orders, seconds, concurrency, workflows, skus, past_orders, workers, json } => {
+        Which::E2e { config, orders, seconds, concurrency, rate, workflows, skus, past_orders, workers, json } => {
             let r = crate::bench::e2e::run(crate::bench::e2e::E2eOptions {
                 source: config.config_dir,
                 orders,
                 seconds,
                 concurrency,
+                rate,
                 workflows,
                 skus,
                 past_orders,
@@ -144,6 +150,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "{} orders ({} lines each), {} senders, {} workflows, {} SKUs, {} past orders, {} cores",
                     r.orders, r.lines_per_order, r.concurrency, r.workflows, r.skus, r.past_orders, r.cores
                 );
+                if let Some(rate) = r.offered_orders_per_s {
+                    println!("  offered         {rate:.0} orders/s, open loop: latencies count from each order's turn");
+                }
                 println!(
                     "  throughput      {:.0} orders/s end to end ({:.1} s sending, {} incomplete, {} non-2xx)",
                     r.orders_per_s, r.sending_s, r.incomplete, r.non_2xx

@@ -16,7 +16,7 @@ use crate::connector::Connection;
 use crate::connector::client::{SendOptions, render_json};
 use crate::connector::webhook::encode_hex;
 use crate::model::{Decision, OrderRecord, WritebackState};
-use crate::store::{AuditEntry, AuditKind, DeadLetter, StepProgress, StepState, StoreError, WritebackJob};
+use crate::store::{AuditEntry, AuditKind, DeadLetter, StepProgress, StepState, StoreError, WriteTx, WritebackJob};
 use crate::telemetry::metrics::METRICS;
 use crate::workflow::Step;
 
@@ -315,23 +315,26 @@ async fn mark(
     last: bool,
 ) -> Result<(), StoreError> {
     let id = order_id.to_string();
-    rt.store
-        .write(move |w| {
-            if last {
-                w.remove_writeback(&id)?;
-            } else if let Some(mut job) = w.writeback(&id)? {
-                if let Some(step) = job.steps.get_mut(index) {
-                    step.state = state;
-                    step.results = results;
-                    step.attempts += 1;
-                    step.last_error = None;
-                }
-                w.put_writeback(&job)?;
+    let write = move |w: &mut WriteTx<'_>| {
+        if last {
+            w.remove_writeback(&id)?;
+        } else if let Some(mut job) = w.writeback(&id)? {
+            if let Some(step) = job.steps.get_mut(index) {
+                step.state = state;
+                step.results = results;
+                step.attempts += 1;
+                step.last_error = None;
             }
-            w.audit_all(&id, &audit)?;
-            Ok(())
-        })
-        .await
+            w.put_writeback(&job)?;
+        }
+        w.audit_all(&id, &audit)?;
+        Ok(())
+    };
+    // The next step is sent only once its predecessor's mark is durable;
+    // closing the job holds nothing up, so it shares the next commit. A crash
+    // before that commit sends the last step again on restart, under the same
+    // idempotency key, as a crash just after any send always could.
+    if last { rt.store.write_unhurried(write).await } else { rt.store.write(write).await }
 }
 
 #[allow(clippy::too_many_arguments)]

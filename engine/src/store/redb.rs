@@ -4,6 +4,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction};
 use serde::Serialize;
@@ -25,8 +26,14 @@ const MAX_BATCH: usize = 512;
 type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> Completion + Send>;
 
+/// How long a write whose caller is in no hurry (see [`Store::write_unhurried`])
+/// waits for company before it is committed on its own.
+const UNHURRIED_WAIT: Duration = Duration::from_millis(2);
+
 enum Msg {
     Job(Job),
+    /// Committed with the next `Job`, or after [`UNHURRIED_WAIT`].
+    Unhurried(Job),
     Stop(oneshot::Sender<()>),
 }
 
@@ -147,6 +154,27 @@ impl Store {
         F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
+        self.send(f, Msg::Job).await
+    }
+
+    /// [`Store::write`] for a write nothing else waits on (closing a finished
+    /// write-back): it rides along with the next write someone is waiting
+    /// for, or is committed on its own after a couple of milliseconds. At a
+    /// low rate, where every commit would otherwise carry a single write,
+    /// that spares a commit and its fsync per order.
+    pub async fn write_unhurried<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.send(f, Msg::Unhurried).await
+    }
+
+    async fn send<R, F>(&self, f: F, msg: fn(Job) -> Msg) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |w| {
             let result = f(w);
@@ -158,7 +186,7 @@ impl Store {
                 let _ = tx.send(out);
             })
         });
-        self.inner.jobs.send(Msg::Job(job)).await.map_err(|_| StoreError::Closed)?;
+        self.inner.jobs.send(msg(job)).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -481,28 +509,68 @@ fn reserved_shares(
 }
 
 fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Sender<()>> {
-    while let Some(first) = rx.blocking_recv() {
-        let mut jobs = Vec::new();
-        let mut stop = None;
-        match first {
-            Msg::Job(j) => jobs.push(j),
-            Msg::Stop(s) => stop = Some(s),
-        }
-        while stop.is_none() && jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Msg::Job(j)) => jobs.push(j),
-                Ok(Msg::Stop(s)) => stop = Some(s),
-                Err(_) => break,
-            }
-        }
+    // Times the wait of unhurried writes for company; without it they are
+    // committed as they come.
+    let timer = tokio::runtime::Builder::new_current_thread().enable_time().build().ok();
+    let commit = |jobs: Vec<Job>| {
         if !jobs.is_empty() && run_batch(db, jobs) >= STOCK_JOURNAL_FOLD_AT {
             fold_stock_journal(db);
         }
+    };
+    // Unhurried writes waiting for company, and since when.
+    let mut waiting: Vec<Job> = Vec::new();
+    let mut waiting_since = Instant::now();
+    loop {
+        let next = match &timer {
+            Some(timer) if !waiting.is_empty() => {
+                let until = tokio::time::Instant::from_std(waiting_since + UNHURRIED_WAIT);
+                match timer.block_on(async { tokio::time::timeout_at(until, rx.recv()).await }) {
+                    Ok(next) => next,
+                    Err(_) => {
+                        commit(std::mem::take(&mut waiting));
+                        continue;
+                    }
+                }
+            }
+            _ => rx.blocking_recv(),
+        };
+        let mut jobs = std::mem::take(&mut waiting);
+        let (mut hurried, mut stop) = (false, None);
+        let mut take = |msg: Msg, jobs: &mut Vec<Job>, stop: &mut Option<oneshot::Sender<()>>| match msg {
+            Msg::Job(j) => {
+                jobs.push(j);
+                hurried = true;
+            }
+            Msg::Unhurried(j) => {
+                if jobs.is_empty() {
+                    waiting_since = Instant::now();
+                }
+                jobs.push(j);
+            }
+            Msg::Stop(s) => *stop = Some(s),
+        };
+        match next {
+            Some(msg) => take(msg, &mut jobs, &mut stop),
+            None => {
+                commit(jobs);
+                return None;
+            }
+        }
+        while stop.is_none() && jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(msg) => take(msg, &mut jobs, &mut stop),
+                Err(_) => break,
+            }
+        }
+        if !hurried && stop.is_none() && jobs.len() < MAX_BATCH && timer.is_some() {
+            waiting = jobs;
+            continue;
+        }
+        commit(jobs);
         if stop.is_some() {
             return stop;
         }
     }
-    None
 }
 
 /// Run the jobs in one durable transaction; gives the length of the stock
@@ -965,6 +1033,29 @@ mod tests {
         assert_eq!(store.write(|w| w.enqueue_event(event("b"))).await.unwrap(), Enqueued::Duplicate(2));
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn unhurried_writes_keep_their_turn_and_are_committed_alone_and_at_close() {
+        let dir = tempdir();
+        let path = dir.join("s.redb");
+        let store = Store::open(&path).unwrap();
+        // Alone: committed once its wait for company is over.
+        store.write_unhurried(|w| w.set_cursor("alone", "1")).await.unwrap();
+        assert_eq!(store.cursor("alone").unwrap().as_deref(), Some("1"));
+        // Queued before a hurried write, it runs first, whichever commit carries it.
+        let (first, seen) = tokio::join!(
+            store.write_unhurried(|w| w.set_cursor("pair", "unhurried")),
+            store.write(|w| Ok(w.cursors()?.get("pair").map_err(storage)?.map(|v| v.value().to_string())))
+        );
+        first.unwrap();
+        assert_eq!(seen.unwrap().as_deref(), Some("unhurried"));
+        // Closing the store commits what still waits for company.
+        let (last, ()) = tokio::join!(store.write_unhurried(|w| w.set_cursor("last", "2")), store.close());
+        last.unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.cursor("last").unwrap().as_deref(), Some("2"));
     }
 
     #[tokio::test]
