@@ -46,6 +46,10 @@ pub struct Store {
 struct Inner {
     db: Arc<Database>,
     jobs: mpsc::Sender<Msg>,
+    /// The writer thread, woken after each send in case it is waiting for
+    /// company for unhurried writes (a wake-up of a thread not parked costs
+    /// an atomic swap).
+    writer: std::thread::Thread,
 }
 
 fn storage<E: std::fmt::Display>(e: E) -> StoreError {
@@ -128,7 +132,7 @@ impl Store {
         let db = Arc::new(db);
         let (jobs, rx) = mpsc::channel(4096);
         let writer_db = db.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("ordersync-store".into())
             .spawn(move || {
                 // Without its writer the daemon could only refuse work: end the
@@ -143,8 +147,10 @@ impl Store {
                     let _ = s.send(());
                 }
             })
-            .map_err(|e| open_err(e.to_string()))?;
-        Ok(Store { inner: Arc::new(Inner { db, jobs }) })
+            .map_err(|e| open_err(e.to_string()))?
+            .thread()
+            .clone();
+        Ok(Store { inner: Arc::new(Inner { db, jobs, writer }) })
     }
 
     /// Run `f` inside the next group-committed write transaction. Resolves once
@@ -187,6 +193,7 @@ impl Store {
             })
         });
         self.inner.jobs.send(msg(job)).await.map_err(|_| StoreError::Closed)?;
+        self.inner.writer.unpark();
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -194,6 +201,7 @@ impl Store {
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self.inner.jobs.send(Msg::Stop(tx)).await.is_ok() {
+            self.inner.writer.unpark();
             let _ = rx.await;
         }
     }
@@ -509,9 +517,6 @@ fn reserved_shares(
 }
 
 fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Sender<()>> {
-    // Times the wait of unhurried writes for company; without it they are
-    // committed as they come.
-    let timer = tokio::runtime::Builder::new_current_thread().enable_time().build().ok();
     let commit = |jobs: Vec<Job>| {
         if !jobs.is_empty() && run_batch(db, jobs) >= STOCK_JOURNAL_FOLD_AT {
             fold_stock_journal(db);
@@ -521,18 +526,24 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Se
     let mut waiting: Vec<Job> = Vec::new();
     let mut waiting_since = Instant::now();
     loop {
-        let next = match &timer {
-            Some(timer) if !waiting.is_empty() => {
-                let until = tokio::time::Instant::from_std(waiting_since + UNHURRIED_WAIT);
-                match timer.block_on(async { tokio::time::timeout_at(until, rx.recv()).await }) {
-                    Ok(next) => next,
-                    Err(_) => {
-                        commit(std::mem::take(&mut waiting));
-                        continue;
-                    }
+        let next = if waiting.is_empty() {
+            rx.blocking_recv()
+        } else {
+            // Senders unpark this thread after each send.
+            let until = waiting_since + UNHURRIED_WAIT;
+            loop {
+                match rx.try_recv() {
+                    Ok(msg) => break Some(msg),
+                    Err(mpsc::error::TryRecvError::Disconnected) => break None,
+                    Err(mpsc::error::TryRecvError::Empty) => match until.checked_duration_since(Instant::now()) {
+                        Some(left) if !left.is_zero() => std::thread::park_timeout(left),
+                        _ => {
+                            commit(std::mem::take(&mut waiting));
+                            break rx.blocking_recv();
+                        }
+                    },
                 }
             }
-            _ => rx.blocking_recv(),
         };
         let mut jobs = std::mem::take(&mut waiting);
         let (mut hurried, mut stop) = (false, None);
@@ -562,7 +573,7 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Se
                 Err(_) => break,
             }
         }
-        if !hurried && stop.is_none() && jobs.len() < MAX_BATCH && timer.is_some() {
+        if !hurried && stop.is_none() && jobs.len() < MAX_BATCH {
             waiting = jobs;
             continue;
         }
