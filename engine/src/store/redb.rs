@@ -103,7 +103,12 @@ impl Store {
                 .map_err(|e| open_err(format!("cannot restrict its permissions: {e}")))?;
         }
         // Create every table up front so readers never meet a missing one.
-        let txn = db.begin_write().map_err(storage)?;
+        // Not flushed on its own: all of it is redone if lost, and the first
+        // durable commit (the first webhook's) takes it along. Opening the
+        // file has already waited for one fsync, and while the disk is busy
+        // with other writes each fsync before ready can take a long time.
+        let mut txn = db.begin_write().map_err(storage)?;
+        txn.set_durability(Durability::None).map_err(storage)?;
         {
             txn.open_table(META).map_err(storage)?;
             txn.open_table(EVENTS).map_err(storage)?;
