@@ -543,6 +543,7 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Se
                     Err(mpsc::error::TryRecvError::Empty) => match until.checked_duration_since(Instant::now()) {
                         Some(left) if !left.is_zero() => std::thread::park_timeout(left),
                         _ => {
+                            // Their wait is over: commit them alone, then wait as usual.
                             commit(std::mem::take(&mut waiting));
                             break rx.blocking_recv();
                         }
