@@ -152,7 +152,12 @@ struct Delivery {
     body: String,
 }
 
-pub async fn run(o: E2eOptions) -> anyhow::Result<E2eReport> {
+pub async fn run(mut o: E2eOptions) -> anyhow::Result<E2eReport> {
+    // At a steady rate a duration is a count, placed ahead like any other.
+    if let (Some(seconds), Some(rate)) = (o.seconds, o.rate.filter(|r| *r > 0.0)) {
+        o.orders = (seconds as f64 * rate).ceil() as usize;
+        o.seconds = None;
+    }
     let work = std::env::temp_dir().join(format!("ordersync-bench-e2e-{}-{:x}", std::process::id(), rand::random::<u32>()));
     std::fs::create_dir_all(&work)?;
     let result = run_in(&o, &work).await;
@@ -288,7 +293,8 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
         let (queue, http, hook) = (queue.clone(), http.clone(), hook.clone());
         senders.push(tokio::spawn(async move {
             let mut out = Vec::new();
-            loop {
+            // A timed run ends at its deadline; what was made but not sent stays unsent.
+            while deadline.is_none_or(|d| Instant::now() < d) {
                 let (d, turn) = {
                     let mut q = queue.lock().await;
                     let Some(d) = q.0.recv().await else { return out };
@@ -314,8 +320,12 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
                 let status = req.send().await.map(|r| r.status().as_u16()).unwrap_or(0);
                 out.push((d.order_id, sent_ms, t.elapsed(), status));
             }
+            out
         }));
     }
+    // The senders hold the queue alone: once they stop, a producer still
+    // making orders finds no one to hand them to, and stops too.
+    drop(queue);
     let made = match producing {
         Some(producer) => producer.await??,
         None => made_ahead.unwrap_or_default(),

@@ -44,7 +44,8 @@ enum Which {
         /// Orders to send.
         #[arg(long, default_value_t = 20_000)]
         orders: usize,
-        /// Send for this many seconds instead of a fixed count.
+        /// Send for this many seconds instead of a fixed count (with
+        /// `--rate`: the rate times this many orders).
         #[arg(long)]
         seconds: Option<u64>,
         /// Concurrent webhook senders.
