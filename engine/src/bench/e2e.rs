@@ -153,8 +153,9 @@ struct Delivery {
 }
 
 pub async fn run(mut o: E2eOptions) -> anyhow::Result<E2eReport> {
+    o.rate = o.rate.filter(|r| *r > 0.0);
     // At a steady rate a duration is a count, placed ahead like any other.
-    if let (Some(seconds), Some(rate)) = (o.seconds, o.rate.filter(|r| *r > 0.0)) {
+    if let (Some(seconds), Some(rate)) = (o.seconds, o.rate) {
         o.orders = (seconds as f64 * rate).ceil() as usize;
         o.seconds = None;
     }
@@ -286,7 +287,7 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
     // Each delivery is numbered as it is taken; in an open-loop run its turn
     // is the start plus its number over the rate.
     let queue = Arc::new(Mutex::new((rx, 0u32)));
-    let interval = o.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(1.0 / r));
+    let interval = o.rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let send_started = Instant::now();
     let mut senders = Vec::new();
     for _ in 0..o.concurrency {
@@ -396,7 +397,7 @@ async fn run_in(o: &E2eOptions, work: &Path) -> anyhow::Result<E2eReport> {
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         orders: sent.len(),
         concurrency: o.concurrency,
-        offered_orders_per_s: interval.and(o.rate),
+        offered_orders_per_s: o.rate,
         workflows: o.workflows.max(1),
         skus: o.skus.max(2),
         past_orders: o.past_orders,
