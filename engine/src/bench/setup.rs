@@ -76,10 +76,15 @@ impl BenchDir {
 }
 
 /// Write `n` finished past orders into a new state file, for runs that
-/// measure the cost of a large history.
+/// measure the cost of a large history. Each leaves what a processed order
+/// leaves: its delivery ids (kept for deduplication), its payload, its
+/// record and its audit trail (the decision's entries in one row, the
+/// write-back's in another).
 pub async fn prefill_orders(state: &Path, n: usize) -> anyhow::Result<()> {
     use crate::adapters::rules::AllocatedLine;
     use crate::model::{Customer, Line, Order, OrderRecord, OrderStatus, StatusChange, WritebackState};
+    use crate::store::{AuditEntry, AuditKind, NewEvent};
+    const AT: &str = "2025-01-01T00:00:00Z";
     let store = crate::store::Store::open(state)?;
     let mut written = 0;
     while written < n {
@@ -89,8 +94,29 @@ pub async fn prefill_orders(state: &Path, n: usize) -> anyhow::Result<()> {
             .write(move |w| {
                 for i in start..start + batch {
                     let sku = format!("SP-OLD-{:06}", i % 5000);
+                    let id = format!("history:{i}");
+                    let payload = serde_json::json!({
+                        "id": i, "name": format!("#H{i}"), "order_number": i, "email": format!("buyer{}@example.com", i % 977),
+                        "created_at": AT, "updated_at": AT, "processed_at": AT, "financial_status": "paid", "currency": "USD",
+                        "customer": {"id": i % 977, "email": format!("buyer{}@example.com", i % 977), "first_name": "Past", "last_name": "Customer", "tags": ""},
+                        "line_items": [{"id": i * 10, "sku": sku, "title": "Past machine", "quantity": 1, "price": "1200.00", "requires_shipping": true}],
+                    })
+                    .to_string();
+                    let event = w.enqueue_event(NewEvent {
+                        workflow: "shopify-orders".into(),
+                        received_at: AT.into(),
+                        delivery_ids: vec![
+                            format!("X-Shopify-Webhook-Id:{}", crate::sandbox::uuid_like()),
+                            format!("X-Shopify-Event-Id:evt-history-{i}"),
+                        ],
+                        event_type: Some("orders/create".into()),
+                        payload: serde_json::value::RawValue::from_string(payload.clone()).expect("serialized JSON is valid JSON"),
+                    })?;
+                    if let crate::store::Enqueued::New(event_id) = event {
+                        w.remove_event(event_id)?;
+                    }
                     let order = Order {
-                        id: format!("history:{i}"),
+                        id: id.clone(),
                         platform: "shopify".into(),
                         connection: "history".into(),
                         workflow: "shopify-orders".into(),
@@ -98,7 +124,7 @@ pub async fn prefill_orders(state: &Path, n: usize) -> anyhow::Result<()> {
                         number: format!("#H{i}"),
                         customer: Customer { id: Some((i % 977).to_string()), name: Some("Past customer".into()), group: None },
                         lines: vec![Line { sku: sku.clone(), qty: 1, location: None, fields: Default::default() }],
-                        received_at: "2025-01-01T00:00:00Z".into(),
+                        received_at: AT.into(),
                     };
                     let status = if i % 7 == 0 { OrderStatus::Rejected } else { OrderStatus::Approved };
                     w.put_order(&OrderRecord {
@@ -108,13 +134,25 @@ pub async fn prefill_orders(state: &Path, n: usize) -> anyhow::Result<()> {
                         priority: 0,
                         error: None,
                         writeback: WritebackState::Done,
-                        history: vec![StatusChange { at: "2025-01-01T00:00:00Z".into(), status, reason: String::new() }],
+                        history: vec![StatusChange { at: AT.into(), status, reason: String::new() }],
                         stock_seen: Default::default(),
-                        allocations: vec![AllocatedLine { sku, qty: 1 }],
+                        allocations: vec![AllocatedLine { sku: sku.clone(), qty: 1 }],
                         config_version: 1,
                         event_id: 0,
                         arrival: 0,
                     })?;
+                    w.put_payload(&id, payload.as_bytes())?;
+                    let entry = |kind, message: String| AuditEntry { at: AT.into(), kind, message, call: None };
+                    w.audit_all(
+                        &id,
+                        &[
+                            entry(AuditKind::Intake, "delivery accepted".into()),
+                            entry(AuditKind::Lookup, format!("{sku}: 40 on hand")),
+                            entry(AuditKind::Rule, format!("{status:?} by rule: past order")),
+                            entry(AuditKind::Reserve, format!("{sku} x1 held")),
+                        ],
+                    )?;
+                    w.audit(&id, &entry(AuditKind::Writeback, "tag_order: done".into()))?;
                 }
                 Ok(())
             })
