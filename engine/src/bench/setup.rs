@@ -79,12 +79,19 @@ impl BenchDir {
 /// measure the cost of a large history. Each leaves what a processed order
 /// leaves: its delivery ids (kept for deduplication), its payload, its
 /// record and its audit trail (the decision's entries in one row, the
-/// write-back's in another).
+/// write-back's in another). They arrived evenly over the past year, and
+/// the ids of those older than the dedupe window are forgotten, as the
+/// daemon does.
 pub async fn prefill_orders(state: &Path, n: usize) -> anyhow::Result<()> {
     use crate::adapters::rules::AllocatedLine;
     use crate::model::{Customer, Line, Order, OrderRecord, OrderStatus, StatusChange, WritebackState};
     use crate::store::{AuditEntry, AuditKind, NewEvent};
-    const AT: &str = "2025-01-01T00:00:00Z";
+    const YEAR_MS: i128 = 365 * 86_400_000;
+    let now = time::OffsetDateTime::now_utc();
+    let arrival = move |i: usize| {
+        let ago = YEAR_MS * (n - i) as i128 / n.max(1) as i128;
+        crate::clock::format_rfc3339(now - time::Duration::milliseconds(ago as i64))
+    };
     let store = crate::store::Store::open(state)?;
     let mut written = 0;
     while written < n {
@@ -93,18 +100,19 @@ pub async fn prefill_orders(state: &Path, n: usize) -> anyhow::Result<()> {
         store
             .write(move |w| {
                 for i in start..start + batch {
+                    let at = arrival(i);
                     let sku = format!("SP-OLD-{:06}", i % 5000);
                     let id = format!("history:{i}");
                     let payload = serde_json::json!({
                         "id": i, "name": format!("#H{i}"), "order_number": i, "email": format!("buyer{}@example.com", i % 977),
-                        "created_at": AT, "updated_at": AT, "processed_at": AT, "financial_status": "paid", "currency": "USD",
+                        "created_at": at, "updated_at": at, "processed_at": at, "financial_status": "paid", "currency": "USD",
                         "customer": {"id": i % 977, "email": format!("buyer{}@example.com", i % 977), "first_name": "Past", "last_name": "Customer", "tags": ""},
                         "line_items": [{"id": i * 10, "sku": sku, "title": "Past machine", "quantity": 1, "price": "1200.00", "requires_shipping": true}],
                     })
                     .to_string();
                     let event = w.enqueue_event(NewEvent {
                         workflow: "shopify-orders".into(),
-                        received_at: AT.into(),
+                        received_at: at.clone(),
                         delivery_ids: vec![
                             format!("X-Shopify-Webhook-Id:{}", crate::sandbox::uuid_like()),
                             format!("X-Shopify-Event-Id:evt-history-{i}"),
@@ -124,7 +132,7 @@ pub async fn prefill_orders(state: &Path, n: usize) -> anyhow::Result<()> {
                         number: format!("#H{i}"),
                         customer: Customer { id: Some((i % 977).to_string()), name: Some("Past customer".into()), group: None },
                         lines: vec![Line { sku: sku.clone(), qty: 1, location: None, fields: Default::default() }],
-                        received_at: AT.into(),
+                        received_at: at.clone(),
                     };
                     let status = if i % 7 == 0 { OrderStatus::Rejected } else { OrderStatus::Approved };
                     w.put_order(&OrderRecord {
@@ -134,7 +142,7 @@ pub async fn prefill_orders(state: &Path, n: usize) -> anyhow::Result<()> {
                         priority: 0,
                         error: None,
                         writeback: WritebackState::Done,
-                        history: vec![StatusChange { at: AT.into(), status, reason: String::new() }],
+                        history: vec![StatusChange { at: at.clone(), status, reason: String::new() }],
                         stock_seen: Default::default(),
                         allocations: vec![AllocatedLine { sku: sku.clone(), qty: 1 }],
                         config_version: 1,
@@ -142,7 +150,7 @@ pub async fn prefill_orders(state: &Path, n: usize) -> anyhow::Result<()> {
                         arrival: 0,
                     })?;
                     w.put_payload(&id, payload.as_bytes())?;
-                    let entry = |kind, message: String| AuditEntry { at: AT.into(), kind, message, call: None };
+                    let entry = |kind, message: String| AuditEntry { at: at.clone(), kind, message, call: None };
                     w.audit_all(
                         &id,
                         &[
@@ -159,6 +167,15 @@ pub async fn prefill_orders(state: &Path, n: usize) -> anyhow::Result<()> {
             .await?;
         written += batch;
     }
+    let now = crate::clock::format_rfc3339(now);
+    while store
+        .write({
+            let now = now.clone();
+            move |w| w.forget_delivery_ids(&now, 20_000)
+        })
+        .await?
+        == 20_000
+    {}
     store.close().await;
     Ok(())
 }

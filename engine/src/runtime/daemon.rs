@@ -103,6 +103,7 @@ impl Daemon {
             tokio::spawn(super::waitlist::run(rt.clone(), waitlist_rx)),
             tokio::spawn(super::push::run(rt.clone())),
             tokio::spawn(super::poll::supervise(rt.clone())),
+            tokio::spawn(super::retention::run(rt.clone())),
         ];
 
         // Resume the previous run's work.

@@ -12,6 +12,7 @@ pub mod orders;
 pub mod poll;
 pub mod process;
 pub mod push;
+pub mod retention;
 pub mod stock_events;
 pub mod waitlist;
 pub mod writeback;

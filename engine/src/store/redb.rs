@@ -113,6 +113,7 @@ impl Store {
             txn.open_table(META).map_err(storage)?;
             txn.open_table(EVENTS).map_err(storage)?;
             txn.open_table(DELIVERIES).map_err(storage)?;
+            txn.open_table(DELIVERY_IDS).map_err(storage)?;
             txn.open_table(ORDERS).map_err(storage)?;
             txn.open_table(PAYLOADS).map_err(storage)?;
             txn.open_table(AUDIT).map_err(storage)?;
@@ -607,7 +608,7 @@ fn run_batch(db: &Database, jobs: Vec<Job>) -> u64 {
     let _ = txn.set_durability(Durability::Immediate);
     let mut completions = Vec::with_capacity(jobs.len());
     let (failed, journalled) = {
-        let mut w = WriteTx { txn: &txn, tables: OpenTables::default(), failed: None };
+        let mut w = WriteTx { txn: &txn, tables: OpenTables::default(), failed: None, unfiled_delivery_ids: None };
         for job in jobs {
             completions.push(job(&mut w));
             if w.failed.is_some() {
@@ -744,6 +745,7 @@ batch_tables! {
     meta: META as Table<&'static str, u64>;
     events: EVENTS as Table<u64, &'static [u8]>;
     deliveries: DELIVERIES as Table<&'static str, u64>;
+    delivery_ids: DELIVERY_IDS as Table<(u32, &'static str), u64>;
     orders: ORDERS as Table<&'static str, &'static [u8]>;
     payloads: PAYLOADS as Table<&'static str, &'static [u8]>;
     audit_trail: AUDIT as Table<(&'static str, u64), &'static [u8]>;
@@ -774,6 +776,8 @@ pub struct WriteTx<'a> {
     txn: &'a WriteTransaction,
     tables: OpenTables<'a>,
     failed: Option<StoreError>,
+    /// See [`WriteTx::has_unfiled_delivery_ids`].
+    unfiled_delivery_ids: Option<bool>,
 }
 
 impl WriteTx<'_> {
@@ -793,7 +797,18 @@ impl WriteTx<'_> {
     /// Store an event unless one of its delivery ids was seen before.
     pub fn enqueue_event(&mut self, ev: NewEvent) -> Result<Enqueued, StoreError> {
         let keys: Vec<String> = ev.delivery_ids.iter().map(|d| delivery_key(&ev.workflow, d)).collect();
+        let week = week_of(&ev.received_at);
         {
+            let ids = self.delivery_ids()?;
+            for key in &keys {
+                for w in (week.saturating_sub(DEDUPE_WEEKS)..=week).rev() {
+                    if let Some(first) = ids.get((w, key.as_str())).map_err(storage)? {
+                        return Ok(Enqueued::Duplicate(first.value()));
+                    }
+                }
+            }
+        }
+        if self.has_unfiled_delivery_ids()? {
             let deliveries = self.deliveries()?;
             for key in &keys {
                 if let Some(first) = deliveries.get(key.as_str()).map_err(storage)? {
@@ -811,12 +826,68 @@ impl WriteTx<'_> {
             payload: ev.payload,
         };
         let bytes = encode(&record);
-        let deliveries = self.deliveries()?;
-        let r = keys.iter().try_for_each(|key| deliveries.insert(key.as_str(), id).map(|_| ()));
+        let ids = self.delivery_ids()?;
+        let r = keys.iter().try_for_each(|key| ids.insert((week, key.as_str()), id).map(|_| ()));
         r.map_err(|e| self.failed(e))?;
         let r = self.events()?.insert(id, bytes.as_slice()).map(|_| ());
         r.map_err(|e| self.failed(e))?;
         Ok(Enqueued::New(id))
+    }
+
+    /// Whether the older table of delivery ids (from before they were filed
+    /// by week) holds any; asked once per transaction.
+    fn has_unfiled_delivery_ids(&mut self) -> Result<bool, StoreError> {
+        if let Some(known) = self.unfiled_delivery_ids {
+            return Ok(known);
+        }
+        let any = self.deliveries()?.first().map_err(storage)?.is_some();
+        self.unfiled_delivery_ids = Some(any);
+        Ok(any)
+    }
+
+    /// Forget up to `limit` delivery ids that arrived before the dedupe
+    /// window of `now` ([`DEDUPE_WEEKS`]); gives how many were forgotten,
+    /// so a caller can go on in small commits until none are left.
+    pub fn forget_delivery_ids(&mut self, now: &str, limit: usize) -> Result<usize, StoreError> {
+        let week = week_of(now);
+        let oldest_kept = week.saturating_sub(DEDUPE_WEEKS);
+        let recorded = self.meta()?.get(DELIVERY_IDS_SINCE).map_err(storage)?.map(|v| v.value());
+        let since = match recorded {
+            Some(since) => since,
+            None => {
+                let r = self.meta()?.insert(DELIVERY_IDS_SINCE, u64::from(week)).map(|_| ());
+                r.map_err(|e| self.failed(e))?;
+                u64::from(week)
+            }
+        };
+        let ids = self.delivery_ids()?;
+        let old: Vec<(u32, String)> = ids
+            .range((0, "")..(oldest_kept, ""))
+            .map_err(storage)?
+            .take(limit)
+            .map(|row| row.map(|(k, _)| (k.value().0, k.value().1.to_string())))
+            .collect::<Result<_, _>>()
+            .map_err(storage)?;
+        let r = old.iter().try_for_each(|(w, key)| ids.remove((*w, key.as_str())).map(|_| ()));
+        r.map_err(|e| self.failed(e))?;
+        let mut forgotten = old.len();
+        // The older table's ids carry no week: all of them are older than
+        // the window once the ids filed by week have filled it.
+        if forgotten < limit && since < u64::from(oldest_kept) {
+            let deliveries = self.deliveries()?;
+            let unfiled: Vec<String> = deliveries
+                .iter()
+                .map_err(storage)?
+                .take(limit - forgotten)
+                .map(|row| row.map(|(k, _)| k.value().to_string()))
+                .collect::<Result<_, _>>()
+                .map_err(storage)?;
+            let r = unfiled.iter().try_for_each(|key| deliveries.remove(key.as_str()).map(|_| ()));
+            r.map_err(|e| self.failed(e))?;
+            forgotten += unfiled.len();
+            self.unfiled_delivery_ids = None;
+        }
+        Ok(forgotten)
     }
 
     /// The event is fully handled: drop it from the queue.
@@ -1048,6 +1119,54 @@ mod tests {
         let store = Store::open(&path).unwrap();
         assert_eq!(store.pending_events().unwrap(), vec![1, 2]);
         assert_eq!(store.write(|w| w.enqueue_event(event("b"))).await.unwrap(), Enqueued::Duplicate(2));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn event_at(delivery: &str, at: &str) -> NewEvent {
+        NewEvent { received_at: at.into(), ..event(delivery) }
+    }
+
+    #[tokio::test]
+    async fn delivery_ids_are_recognised_for_two_weeks_and_then_forgotten() {
+        let dir = tempdir();
+        let store = Store::open(&dir.join("s.redb")).unwrap();
+        let day0 = "2026-03-04T10:00:00Z";
+        assert_eq!(store.write(move |w| w.enqueue_event(event_at("a", day0))).await.unwrap(), Enqueued::New(1));
+        // Thirteen days on, wherever the week boundaries fall, the id is still known.
+        let day13 = "2026-03-17T23:00:00Z";
+        assert_eq!(store.write(move |w| w.enqueue_event(event_at("a", day13))).await.unwrap(), Enqueued::Duplicate(1));
+        assert_eq!(store.write(move |w| w.forget_delivery_ids(day13, 100)).await.unwrap(), 0);
+        assert_eq!(store.write(move |w| w.enqueue_event(event_at("a", day13))).await.unwrap(), Enqueued::Duplicate(1));
+        // Three weeks on it is forgotten: removed, and a new delivery with it is queued.
+        let day22 = "2026-03-26T10:00:00Z";
+        assert_eq!(store.write(move |w| w.forget_delivery_ids(day22, 100)).await.unwrap(), 1);
+        assert_eq!(store.write(move |w| w.enqueue_event(event_at("a", day22))).await.unwrap(), Enqueued::New(2));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn delivery_ids_of_older_files_are_recognised_until_the_window_has_passed() {
+        let dir = tempdir();
+        let store = Store::open(&dir.join("s.redb")).unwrap();
+        // An id as older versions filed it: without its week.
+        {
+            let txn = store.inner.db.begin_write().unwrap();
+            txn.open_table(DELIVERIES).unwrap().insert(delivery_key("wf", "X-Id:old").as_str(), 7).unwrap();
+            txn.commit().unwrap();
+        }
+        let start = "2026-03-04T10:00:00Z";
+        assert_eq!(store.write(move |w| w.enqueue_event(event_at("old", start))).await.unwrap(), Enqueued::Duplicate(7));
+        // The first look for old ids notes when filing by week began; the
+        // older ids stay until the ids filed by week cover the window.
+        assert_eq!(store.write(move |w| w.forget_delivery_ids(start, 100)).await.unwrap(), 0);
+        let day13 = "2026-03-17T10:00:00Z";
+        assert_eq!(store.write(move |w| w.forget_delivery_ids(day13, 100)).await.unwrap(), 0);
+        assert_eq!(store.write(move |w| w.enqueue_event(event_at("old", day13))).await.unwrap(), Enqueued::Duplicate(7));
+        let day22 = "2026-03-26T10:00:00Z";
+        assert_eq!(store.write(move |w| w.forget_delivery_ids(day22, 100)).await.unwrap(), 1);
+        assert_eq!(store.write(move |w| w.enqueue_event(event_at("old", day22))).await.unwrap(), Enqueued::New(1));
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -10,7 +10,13 @@ use redb::TableDefinition;
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Queued events by id: accepted, not yet fully processed.
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// Delivery ids (`workflow\0Header:value`) → the event that carried them first.
+/// Delivery ids (`workflow\0Header:value`) by the week they arrived in →
+/// the event that carried them first. Platforms' ids are often random
+/// (UUIDs): filed under their week, new ids land among this week's pages,
+/// and older weeks are only read until they are forgotten.
+pub const DELIVERY_IDS: TableDefinition<(u32, &str), u64> = TableDefinition::new("delivery_ids");
+/// Older state files: delivery ids without their week. Read while it holds
+/// any; emptied once the ids filed by week span the whole dedupe window.
 pub const DELIVERIES: TableDefinition<&str, u64> = TableDefinition::new("deliveries");
 /// Orders by platform-qualified id.
 pub const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("orders");
@@ -73,6 +79,22 @@ pub fn inverted_priority(priority: i64) -> u64 {
 pub fn connection_of(order_id: &str) -> &str {
     order_id.split_once(':').map_or("", |(connection, _)| connection)
 }
+
+/// How many whole weeks before the current one a delivery id is still
+/// recognised: ids are remembered for 14 to 21 days, far longer than any
+/// platform retries a delivery (Shopify's retries span 48 hours). A
+/// delivery of an order after that is queued again, and its decision is
+/// skipped, as the order was decided already.
+pub const DEDUPE_WEEKS: u32 = 2;
+
+/// The week (days since 1970-01-01 over 7) an RFC 3339 time falls in; 0 if it does not parse.
+pub fn week_of(at: &str) -> u32 {
+    crate::clock::parse_instant(at).map_or(0, |t| (t.unix_timestamp().max(0) / 86_400 / 7) as u32)
+}
+
+/// The week the ids filed by week were first used in (`delivery_ids_since`):
+/// the older table is emptied once it is more than [`DEDUPE_WEEKS`] behind.
+pub const DELIVERY_IDS_SINCE: &str = "delivery_ids_since";
 
 pub fn delivery_key(workflow: &str, delivery_id: &str) -> String {
     format!("{workflow}\0{delivery_id}")
