@@ -24,8 +24,10 @@
 //!   imitates the platforms for the demo, the tests and the benchmarks.
 //!
 //! Guarantees: an acknowledged webhook is durable; a delivery id is processed
-//! once; a decision and its reservation commit together; write-backs survive
-//! restarts. Secrets never reach logs, errors or the audit trail.
+//! once (within a dedupe window of two to three weeks; an order is never
+//! decided twice); a decision and its reservation commit together;
+//! write-backs survive restarts. Secrets never reach logs, errors or the
+//! audit trail.
 
 #![forbid(unsafe_code)]
 
