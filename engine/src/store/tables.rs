@@ -82,9 +82,10 @@ pub fn connection_of(order_id: &str) -> &str {
 
 /// How many whole weeks before the current one a delivery id is still
 /// recognised: ids are remembered for 14 to 21 days, far longer than any
-/// platform retries a delivery (Shopify's retries span 48 hours). A
-/// delivery of an order after that is queued again, and its decision is
-/// skipped, as the order was decided already.
+/// platform is known to retry a delivery (Shopify for hours, Square for 24
+/// hours, TradeGecko for up to 3 days). A delivery of an order after that
+/// is queued again, and its decision is skipped, as the order was decided
+/// already.
 pub const DEDUPE_WEEKS: u32 = 2;
 
 /// The week (days since 1970-01-01 over 7) an RFC 3339 time falls in; 0 if it does not parse.
