@@ -9,7 +9,7 @@ use ordersync::sandbox::erp::{LineRequest, OrderState};
 use ordersync::sandbox::faults::{FaultKind, FaultRule, When};
 use serde_json::Value;
 
-use crate::support::{TestEnv, cli, wait_until};
+use crate::support::{TestEnv, cli, post_signed, wait_until};
 
 fn rule(operation: Option<&str>, kind: FaultKind, rate: f64, when: When) -> FaultRule {
     FaultRule { platform: "shopify".into(), operation: operation.map(str::to_string), kind, rate, when, limit: None }
@@ -144,6 +144,37 @@ async fn a_delivery_sent_three_times_at_once_and_later_is_processed_once() {
     assert_eq!(rules, 1, "{body}");
     assert_eq!(daemon.status().await["queue_depth"], 0);
     assert_eq!(env.sandbox.erp.attempts()[&format!("shopify:tag:{}:stock-approved", o.id)], 1);
+    daemon.stop().await;
+}
+
+/// Delivery ids are forgotten after the dedupe window; an order delivered
+/// again after that, under ids never seen, is queued but not decided again.
+#[tokio::test]
+async fn an_order_delivered_again_under_new_ids_is_not_decided_twice() {
+    let env = TestEnv::new("new-ids").await;
+    let daemon = env.start_daemon().await;
+    let o = env.sandbox.create_order("shopify", env.customer(0), &lines(&[("CC-CLAW-42", 1)])).unwrap();
+    deliver(&env, o.id).await;
+    daemon.finished_order(o.id).await;
+    let order = env.sandbox.erp.order(o.id).unwrap();
+    let body = serde_json::to_vec(&env.sandbox.shopify.order_payload(&order)).unwrap();
+    assert_eq!(post_signed(&daemon, "/hooks/shopify-orders", &body, &env.creds.webhook_secret).await, 200);
+    // Acknowledged means queued; an empty queue means it was handled.
+    wait_until("the second delivery handled", Duration::from_secs(30), || async {
+        (daemon.status().await["queue_depth"] == 0).then_some(())
+    })
+    .await;
+    // Both deliveries were queued as new, none refused as a duplicate.
+    let metrics = daemon.client.get(daemon.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let accepted = r#"ordersync_webhooks_total{workflow="shopify-orders",result="accepted"} 2"#;
+    assert!(metrics.lines().any(|l| l == accepted), "{metrics}");
+    let body = daemon.finished_order(o.id).await;
+    let audit = body["audit"].as_array().unwrap();
+    assert_eq!(audit.iter().filter(|e| e["kind"] == "rule").count(), 1, "{body}");
+    assert!(audit.iter().any(|e| e["kind"] == "intake" && e["message"].as_str().unwrap().contains("repeats order")), "{body}");
+    assert_eq!(env.sandbox.erp.attempts()[&format!("shopify:tag:{}:stock-approved", o.id)], 1);
+    let (_, reserved) = daemon.api("/api/inventory/CC-CLAW-42").await;
+    assert_eq!(reserved["reserved"], 1, "{reserved}");
     daemon.stop().await;
 }
 

@@ -84,8 +84,8 @@ pub fn connection_of(order_id: &str) -> &str {
 /// recognised: ids are remembered for 14 to 21 days, far longer than any
 /// platform is known to retry a delivery (Shopify for hours, Square for 24
 /// hours, TradeGecko for up to 3 days). A delivery of an order after that
-/// is queued again, and its decision is skipped, as the order was decided
-/// already.
+/// is queued again, then noted as a repeat and ignored, as the order was
+/// decided already.
 pub const DEDUPE_WEEKS: u32 = 2;
 
 /// The week (days since 1970-01-01 over 7) an RFC 3339 time falls in; 0 if it does not parse.
