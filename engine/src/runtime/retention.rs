@@ -25,7 +25,7 @@ pub async fn run(rt: std::sync::Arc<Runtime>) {
 }
 
 /// Remove delivery ids past the window in commits of [`PER_COMMIT`]; gives how many.
-pub async fn forget_old_delivery_ids(rt: &Runtime) -> usize {
+async fn forget_old_delivery_ids(rt: &Runtime) -> usize {
     let mut total = 0;
     while !rt.is_stopping() {
         let now = rt.now();

@@ -1123,25 +1123,28 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    fn event_at(delivery: &str, at: &str) -> NewEvent {
-        NewEvent { received_at: at.into(), ..event(delivery) }
+    async fn enqueue_at(store: &Store, delivery: &'static str, at: &'static str) -> Enqueued {
+        store.write(move |w| w.enqueue_event(NewEvent { received_at: at.into(), ..event(delivery) })).await.unwrap()
+    }
+
+    async fn forget_at(store: &Store, at: &'static str) -> usize {
+        store.write(move |w| w.forget_delivery_ids(at, 100)).await.unwrap()
     }
 
     #[tokio::test]
     async fn delivery_ids_are_recognised_for_two_weeks_and_then_forgotten() {
         let dir = tempdir();
         let store = Store::open(&dir.join("s.redb")).unwrap();
-        let day0 = "2026-03-04T10:00:00Z";
-        assert_eq!(store.write(move |w| w.enqueue_event(event_at("a", day0))).await.unwrap(), Enqueued::New(1));
+        assert_eq!(enqueue_at(&store, "a", "2026-03-04T10:00:00Z").await, Enqueued::New(1));
         // Thirteen days on, wherever the week boundaries fall, the id is still known.
         let day13 = "2026-03-17T23:00:00Z";
-        assert_eq!(store.write(move |w| w.enqueue_event(event_at("a", day13))).await.unwrap(), Enqueued::Duplicate(1));
-        assert_eq!(store.write(move |w| w.forget_delivery_ids(day13, 100)).await.unwrap(), 0);
-        assert_eq!(store.write(move |w| w.enqueue_event(event_at("a", day13))).await.unwrap(), Enqueued::Duplicate(1));
+        assert_eq!(enqueue_at(&store, "a", day13).await, Enqueued::Duplicate(1));
+        assert_eq!(forget_at(&store, day13).await, 0);
+        assert_eq!(enqueue_at(&store, "a", day13).await, Enqueued::Duplicate(1));
         // Three weeks on it is forgotten: removed, and a new delivery with it is queued.
         let day22 = "2026-03-26T10:00:00Z";
-        assert_eq!(store.write(move |w| w.forget_delivery_ids(day22, 100)).await.unwrap(), 1);
-        assert_eq!(store.write(move |w| w.enqueue_event(event_at("a", day22))).await.unwrap(), Enqueued::New(2));
+        assert_eq!(forget_at(&store, day22).await, 1);
+        assert_eq!(enqueue_at(&store, "a", day22).await, Enqueued::New(2));
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -1157,16 +1160,16 @@ mod tests {
             txn.commit().unwrap();
         }
         let start = "2026-03-04T10:00:00Z";
-        assert_eq!(store.write(move |w| w.enqueue_event(event_at("old", start))).await.unwrap(), Enqueued::Duplicate(7));
+        assert_eq!(enqueue_at(&store, "old", start).await, Enqueued::Duplicate(7));
         // The first look for old ids notes when filing by week began; the
         // older ids stay until the ids filed by week cover the window.
-        assert_eq!(store.write(move |w| w.forget_delivery_ids(start, 100)).await.unwrap(), 0);
+        assert_eq!(forget_at(&store, start).await, 0);
         let day13 = "2026-03-17T10:00:00Z";
-        assert_eq!(store.write(move |w| w.forget_delivery_ids(day13, 100)).await.unwrap(), 0);
-        assert_eq!(store.write(move |w| w.enqueue_event(event_at("old", day13))).await.unwrap(), Enqueued::Duplicate(7));
+        assert_eq!(forget_at(&store, day13).await, 0);
+        assert_eq!(enqueue_at(&store, "old", day13).await, Enqueued::Duplicate(7));
         let day22 = "2026-03-26T10:00:00Z";
-        assert_eq!(store.write(move |w| w.forget_delivery_ids(day22, 100)).await.unwrap(), 1);
-        assert_eq!(store.write(move |w| w.enqueue_event(event_at("old", day22))).await.unwrap(), Enqueued::New(1));
+        assert_eq!(forget_at(&store, day22).await, 1);
+        assert_eq!(enqueue_at(&store, "old", day22).await, Enqueued::New(1));
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
